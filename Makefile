@@ -1,0 +1,39 @@
+# make demo: install, then extract a bundled synthetic dataset end to end.
+# make test: install, then lint and run the test suite.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEMO    := demo
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned first: 2.13.0 is the local CPU build here; an unpinned torch pulls GBs of CUDA wheels.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	rm -rf $(DEMO)
+	$(BIN)/mvtools synth $(DEMO)/videos --videos 8 --seed 0
+	$(BIN)/mvtools extract $(DEMO)/videos -o $(DEMO)/store.zarr
+	$(BIN)/mvtools info $(DEMO)/store.zarr
+
+lint: install
+	$(BIN)/ruff check mvtools trainer tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/extract.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) *.egg-info

@@ -1,0 +1,179 @@
+"""PyAV -> per-frame records: motion vectors, picture types, timestamps and (optionally) pixels.
+
+Decoding is single-stream and deterministic: motion vectors are exported with slice threading only,
+because FFmpeg's frame threading changes a few B-frame vectors from run to run. Parallelism belongs
+across videos, not inside one decoder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from .errors import VideoError
+
+# FFmpeg's AVMotionVector, as laid out in memory (libavutil/motion_vector.h).
+AV_MOTION_VECTOR = np.dtype(
+    {
+        "names": ["source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "flags",
+                  "motion_x", "motion_y", "motion_scale"],
+        "formats": ["<i4", "u1", "u1", "<i2", "<i2", "<i2", "<i2", "<u8", "<i4", "<i4", "<u2"],
+        "offsets": [0, 4, 5, 6, 8, 10, 12, 16, 24, 28, 32],
+        "itemsize": 40,
+    }
+)
+#: Columns of ``MotionRecord.motion_vectors``, exactly as mvextractor orders them.
+MV_COLUMNS = ("source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "motion_x", "motion_y", "motion_scale")
+_NO_VECTORS = np.zeros((0, len(MV_COLUMNS)), dtype=np.int32)
+_PICT_TYPES = {1: "I", 2: "P", 3: "B", 4: "P", 5: "I", 6: "P", 7: "B"}  # S->P, SI->I, SP->P, BI->B
+
+# Loop filter and IDCT only touch pixels; skipping them leaves the vectors bit-identical.
+_PIXEL_FREE_OPTIONS = {"skip_loop_filter": "all", "skip_idct": "all"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video's first video stream."""
+
+    path: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int  # from the container; 0 when it does not say
+    duration: float  # seconds; 0.0 when unknown
+
+
+@dataclass
+class MotionRecord:
+    """One decoded frame, in display order.
+
+    ``motion_vectors`` is (N, 10) int32 with columns ``MV_COLUMNS``; N = 0 on I-frames.
+    ``motion_x / motion_scale`` is the displacement in pixels, reference position minus current position.
+    """
+
+    index: int
+    pts: float
+    pict_type: str
+    is_keyframe: bool
+    motion_vectors: np.ndarray
+    frame: np.ndarray | None = None
+
+
+def motion_vectors_from_side_data(side_data) -> np.ndarray:
+    """FFmpeg MOTION_VECTORS side data -> (N, 10) int32 array in mvextractor's column order."""
+    if side_data is None:
+        return _NO_VECTORS
+    raw = np.frombuffer(side_data, dtype=AV_MOTION_VECTOR)
+    out = np.empty((raw.shape[0], len(MV_COLUMNS)), dtype=np.int32)
+    for j, name in enumerate(MV_COLUMNS):
+        out[:, j] = raw[name]
+    return out
+
+
+def _open(path: str | os.PathLike):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise VideoError(path, "file not found" if not os.path.islink(path) else "broken symlink")
+    if os.path.isdir(path):
+        raise VideoError(path, "is a directory, not a video file")
+    if not os.access(path, os.R_OK):
+        raise VideoError(path, "permission denied")
+    if os.path.getsize(path) == 0:
+        raise VideoError(path, "empty file (0 bytes)")
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.FFmpegError as e:
+        reason = f"cannot open: not a video container, or truncated/corrupt ({_reason(e)})"
+        raise VideoError(path, reason) from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(path, "no video stream (audio-only or data file)")
+    return container
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+def _info(path: str, stream) -> VideoInfo:
+    ctx = stream.codec_context
+    rate = stream.average_rate or stream.guessed_rate or Fraction(0)
+    duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
+    return VideoInfo(
+        path=path,
+        codec=ctx.name,
+        width=ctx.width,
+        height=ctx.height,
+        fps=float(rate),
+        num_frames=int(stream.frames or 0),
+        duration=duration,
+    )
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Read the container header only: codec, size, frame rate, frame count."""
+    with _open(path) as container:
+        return _info(os.fspath(path), container.streams.video[0])
+
+
+def iter_motion(
+    path: str | os.PathLike,
+    *,
+    decode_frames: bool = True,
+    frame_size: tuple[int, int] | None = None,
+) -> Iterator[MotionRecord]:
+    """Yield one ``MotionRecord`` per decoded frame of the first video stream, in display order.
+
+    decode_frames: also return ``frame`` as (H, W, 3) uint8 RGB; when False, the decoder skips the loop
+        filter and the IDCT, which the vectors do not depend on.
+    frame_size: (width, height) to which frames are scaled during colour conversion (one swscale pass).
+
+    Raises ``VideoError`` (naming the file) if it cannot be opened, has no video stream, or its data is
+    corrupt or truncated.
+    """
+    path = os.fspath(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        options = {"flags2": "+export_mvs"}
+        if not decode_frames:
+            options.update(_PIXEL_FREE_OPTIONS)
+        stream.codec_context.options = options
+        expected = int(stream.frames or 0)
+        width, height = frame_size if frame_size else (None, None)
+        index = 0
+        try:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    yield _record(frame, index, decode_frames, width, height)
+                    index += 1
+        except av.FFmpegError as e:
+            raise VideoError(
+                path, f"truncated or corrupt after {index} of {expected or '?'} frames ({_reason(e)})"
+            ) from None
+        if index == 0:
+            raise VideoError(path, "no decodable video frames (corrupt or truncated)")
+        if container.format.name.startswith("mov") and expected and index < expected:
+            raise VideoError(path, f"truncated: decoded {index} of {expected} frames")
+    finally:
+        container.close()
+
+
+def _record(frame, index: int, decode_frames: bool, width, height) -> MotionRecord:
+    record = MotionRecord(
+        index=index,
+        pts=float(frame.time) if frame.pts is not None else float("nan"),
+        pict_type=_PICT_TYPES.get(int(frame.pict_type), "?"),
+        is_keyframe=bool(frame.key_frame),
+        motion_vectors=motion_vectors_from_side_data(frame.side_data.get("MOTION_VECTORS")),
+    )
+    if decode_frames:
+        record.frame = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+    return record

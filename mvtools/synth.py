@@ -1,0 +1,115 @@
+"""A small labelled H.264 dataset whose classes differ only by motion.
+
+Every video shows the same kind of random texture (new per video); its class is the motion applied to
+it: a translation direction, a rotation sense or a zoom. Appearance carries no label information, so
+a model that classifies these videos must have learned motion.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+#: class -> (vx, vy px/frame, rotation deg/frame, zoom factor/frame), applied to the camera.
+MOTIONS = {
+    "left": (-2.0, 0.0, 0.0, 1.0),
+    "right": (2.0, 0.0, 0.0, 1.0),
+    "up": (0.0, -2.0, 0.0, 1.0),
+    "down": (0.0, 2.0, 0.0, 1.0),
+    "rotate_cw": (0.0, 0.0, 1.5, 1.0),
+    "rotate_ccw": (0.0, 0.0, -1.5, 1.0),
+    "zoom_in": (0.0, 0.0, 0.0, 1.012),
+    "zoom_out": (0.0, 0.0, 0.0, 1 / 1.012),
+}
+
+
+def encode_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    *,
+    fps: int = 25,
+    codec: str = "libx264",
+    bframes: int = 2,
+    gop: int = 32,
+    crf: int = 23,
+    faststart: bool = False,
+    refs: int | None = None,
+) -> Path:
+    """Encode RGB uint8 frames (H, W, 3) to a video file with PyAV; deterministic (one encoder thread).
+
+    refs: reference frames per P-frame for libx264 (its preset's default when None).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    options = {"movflags": "+faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
+        stream = None
+        for rgb in frames:
+            if stream is None:
+                stream = container.add_stream(codec, rate=fps)
+                stream.height, stream.width = rgb.shape[:2]
+                stream.pix_fmt = "yuv420p"
+                stream.thread_count = 1
+                stream.codec_context.gop_size = gop
+                stream.codec_context.max_b_frames = bframes
+                if codec == "libx264":
+                    stream.options = {"crf": str(crf), "preset": "fast", "threads": "1"}
+                    if refs:
+                        stream.options = {**stream.options, "refs": str(refs)}
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            container.mux(stream.encode(frame))
+        if stream is not None:
+            container.mux(stream.encode())
+    return path
+
+
+def texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A random, smooth-but-detailed RGB texture (size, size, 3) uint8 that block matching can lock on."""
+    out = np.zeros((size, size, 3), np.float32)
+    for cells, weight in ((8, 0.5), (32, 0.3), (size // 2, 0.2)):
+        noise = rng.random((cells, cells, 3), dtype=np.float32)
+        out += weight * cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+    for _ in range(12):
+        centre = tuple(int(v) for v in rng.integers(0, size, 2))
+        colour = tuple(float(v) for v in rng.random(3))
+        cv2.circle(out, centre, int(rng.integers(size // 40, size // 10)), colour, -1)
+    return np.clip(out * 255, 0, 255).astype(np.uint8)
+
+
+def render(
+    motion_name: str, rng: np.random.Generator, *, num_frames: int = 48, width: int = 192, height: int = 128
+) -> Iterable[np.ndarray]:
+    """Frames of a camera moving over a random texture with the class's motion (speed jittered +-25%)."""
+    vx, vy, rot, zoom = MOTIONS[motion_name]
+    jitter = rng.uniform(0.75, 1.25)
+    canvas = texture(rng, 2 * max(width, height) + 4 * num_frames)
+    cx, cy = canvas.shape[1] / 2, canvas.shape[0] / 2
+    for t in range(num_frames):
+        scale = zoom ** (t * jitter)
+        m = cv2.getRotationMatrix2D((cx, cy), rot * t * jitter, scale)
+        # The camera moves by (vx, vy) t, so the scene moves the other way in the image.
+        m[0, 2] += width / 2 - cx - vx * t * jitter
+        m[1, 2] += height / 2 - cy - vy * t * jitter
+        yield cv2.warpAffine(canvas, m, (width, height), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT)
+
+
+def make_dataset(
+    out_dir: str | os.PathLike, *, videos: int = 16, seed: int = 0, num_frames: int = 48,
+    width: int = 192, height: int = 128, classes: Iterable[str] | None = None,
+) -> list[Path]:
+    """Write ``videos`` H.264 (B-frame) clips as OUT/<class>/<class>_<i>.mp4, classes taken in turn."""
+    names = list(classes or MOTIONS)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(videos):
+        name = names[i % len(names)]
+        frames = render(name, np.random.default_rng(rng.integers(2**63)), num_frames=num_frames,
+                        width=width, height=height)
+        paths.append(encode_video(Path(out_dir) / name / f"{name}_{i:04d}.mp4", frames))
+    return paths
