@@ -2,6 +2,10 @@
 
 from .decode import MotionRecord, VideoInfo, iter_motion, probe
 from .errors import MvtoolsError, StoreError, VideoError
+from .store import Store, VideoView, open_store
 
-__all__ = ["MotionRecord", "MvtoolsError", "StoreError", "VideoError", "VideoInfo", "iter_motion", "probe"]
+__all__ = [
+    "MotionRecord", "MvtoolsError", "Store", "StoreError", "VideoError", "VideoInfo", "VideoView",
+    "iter_motion", "open_store", "probe",
+]
 __version__ = "0.1.0"

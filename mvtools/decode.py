@@ -166,6 +166,22 @@ def iter_motion(
         container.close()
 
 
+def iter_keyframes(path: str | os.PathLike, *, frame_size: tuple[int, int] | None = None):
+    """Yield (pts seconds, RGB frame) of the keyframes only; the decoder skips every other frame."""
+    path = os.fspath(path)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        stream.codec_context.skip_frame = "NONKEY"
+        width, height = frame_size if frame_size else (None, None)
+        try:
+            for frame in container.decode(stream):
+                rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+                yield float(frame.time), rgb
+        except av.FFmpegError as e:
+            raise VideoError(path, f"truncated or corrupt ({_reason(e)})") from None
+
+
 def _record(frame, index: int, decode_frames: bool, width, height) -> MotionRecord:
     record = MotionRecord(
         index=index,

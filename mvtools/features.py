@@ -32,7 +32,7 @@ class FrameFeatures:
     pts: float
     frame_type: int
     is_keyframe: bool
-    frame: np.ndarray  # (h, w, 3) uint8
+    frame: np.ndarray | None  # (h, w, 3) uint8; None when decoded without pixels
     mv: np.ndarray  # (h/4, w/4, 4) float32: past dx, dy, future dx, dy
     mv_mask: np.ndarray  # (h/4, w/4, 2) bool: past, future
     residual: np.ndarray | None = None  # (h, w, 3) int16
@@ -55,7 +55,7 @@ def iter_features(
     residuals: bool = True,
     accumulate: bool = False,
 ) -> Iterator[FrameFeatures]:
-    """Turn records (with ``frame`` already at target_size) into FrameFeatures, in display order.
+    """Turn records (``frame`` already at target_size, or None) into FrameFeatures, in display order.
 
     source_size / target_size are (width, height) of the coded and the stored frames.
     """
@@ -84,14 +84,17 @@ def iter_features(
             f.mv_acc, f.residual_acc = motion.accumulate(f.mv, f.mv_mask, res, ref.mv_acc, ref.residual_acc)
 
     for rec in records:
-        if rec.frame is None:
-            raise ValueError("iter_features needs records decoded with decode_frames=True")
+        if rec.frame is None and (residuals or accumulate):
+            raise ValueError("residuals and accumulation need records decoded with decode_frames=True")
         field, mask = motion.dense_field(rec.motion_vectors, H, W)
         field, mask = motion.resize_field(field, mask, grid, scale)
         f = FrameFeatures(
             index=rec.index, pts=rec.pts, frame_type=FRAME_TYPE_CODES.get(rec.pict_type, 3),
             is_keyframe=rec.is_keyframe, frame=rec.frame, mv=field, mv_mask=mask,
         )
+        if not (residuals or accumulate):
+            yield f
+            continue
         if rec.pict_type == "B":
             waiting.append(f)
             continue

@@ -1,0 +1,152 @@
+"""The ``mvtools`` command line: extract, info, synth."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import MvtoolsError
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2, 3
+EXIT_CODES = """exit codes:
+  0  every video was extracted (or was already complete)
+  1  the job itself failed (store unwritable, interrupted, internal error)
+  2  usage error (bad arguments, missing folder, store with other settings)
+  3  some videos failed (each is reported with its reason; the others are written)"""
+
+
+def _modalities(text: str) -> tuple[str, ...]:
+    from .extract import MODALITIES
+
+    mods = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in mods if m not in MODALITIES]
+    if bad or not mods:
+        raise argparse.ArgumentTypeError(f"unknown modality {bad}; choose from {','.join(MODALITIES)}")
+    return mods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .extract import DEFAULT_MODALITIES, MODALITIES
+
+    parser = argparse.ArgumentParser(
+        prog="mvtools",
+        description="Compressed-domain motion (motion vectors, residuals, keyframes) from videos into zarr.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ex = sub.add_parser(
+        "extract", help="extract a folder of videos into a store",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Decode every video under SRC_DIR (recursively) and write its frames, motion vectors, "
+                    "residuals and keyframes into one zarr store. Labels default to the parent folder name. "
+                    "Rerunning skips videos already complete with the same content.",
+        epilog=EXIT_CODES,
+    )
+    ex.add_argument("src_dir", metavar="SRC_DIR", help="folder of videos (mp4, avi, mkv, mov, webm, ...)")
+    ex.add_argument("-o", "--output", required=True, metavar="STORE", help="store path (a .zarr folder)")
+    ex.add_argument("--size", type=int, default=128, help="short side of stored frames, pixels (default 128)")
+    ex.add_argument("--modalities", type=_modalities, default=DEFAULT_MODALITIES,
+                    help=f"comma-separated, from {','.join(MODALITIES)} "
+                         f"(default {','.join(DEFAULT_MODALITIES)}); 'accumulated' adds CoViAR-style mv_acc "
+                         "and residual_acc")
+    ex.add_argument("--labels", choices=("folder", "none"), default="folder",
+                    help="label each video by its parent folder name (default) or not at all")
+    ex.add_argument("--frame-quality", type=int, default=90, help="JPEG quality of frames (default 90)")
+    ex.add_argument("--residual-quality", type=int, default=95, help="JPEG quality of residuals (default 95)")
+    ex.add_argument("--lossless", action="store_true",
+                    help="store frames (zstd) and residuals (int16, zstd) losslessly: ~3x more bytes")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info = sub.add_parser("info", help="summarise a store: videos, frames, bytes, settings")
+    info.add_argument("store", metavar="STORE")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+
+    synth = sub.add_parser(
+        "synth", help="write a small labelled H.264 dataset whose classes differ only by motion",
+        description="Random textures moved by a class-specific camera motion (left/right/up/down, "
+                    "rotation, zoom), encoded with libx264 and B-frames, as OUT_DIR/<class>/<class>_NNNN.mp4.",
+    )
+    synth.add_argument("out_dir", metavar="OUT_DIR")
+    synth.add_argument("--videos", type=int, default=16, help="number of videos (default 16)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--frames", type=int, default=48, help="frames per video (default 48)")
+    synth.add_argument("--width", type=int, default=192)
+    synth.add_argument("--height", type=int, default=128)
+    return parser
+
+
+def _extract(args) -> int:
+    from .extract import ExtractConfig, extract
+
+    try:
+        config = ExtractConfig(
+            size=args.size, modalities=args.modalities, labels=args.labels, frame_quality=args.frame_quality,
+            residual_quality=args.residual_quality, lossless=args.lossless,
+        )
+    except ValueError as e:
+        print(f"mvtools extract: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    report = extract(args.src_dir, args.output, config, progress=not args.quiet)
+    print(f"{len(report.extracted)} extracted ({report.frames} frames), {len(report.skipped)} already complete, "
+          f"{len(report.failed)} failed -> {args.output}")
+    for rel, reason in report.failed.items():
+        print(f"  failed: {rel}: {reason}")
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def _info(args) -> int:
+    from .store import info
+
+    summary = info(args.store)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    ratio = summary["bytes"] / summary["source_bytes"] if summary["source_bytes"] else float("nan")
+    print(f"store     {summary['path']} (schema {summary['schema']})")
+    print(f"videos    {summary['videos']} complete, {len(summary['incomplete'])} incomplete")
+    print(f"frames    {summary['frames']}")
+    print(f"bytes     {_human(summary['bytes'])} ({ratio:.2f}x the sources' {_human(summary['source_bytes'])})")
+    for name, size in summary["bytes_per_array"].items():
+        print(f"  {name:<15} {_human(size):>11}")
+    if summary["labels"]:
+        print(f"labels    {len(summary['labels'])}: " + ", ".join(f"{k} ({v})" for k, v in summary["labels"].items()))
+    print("settings  " + ", ".join(f"{k}={v}" for k, v in summary["settings"].items()))
+    return EXIT_OK
+
+
+def _synth(args) -> int:
+    from .synth import make_dataset
+
+    paths = make_dataset(args.out_dir, videos=args.videos, seed=args.seed, num_frames=args.frames,
+                         width=args.width, height=args.height)
+    print(f"wrote {len(paths)} videos to {args.out_dir}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"extract": _extract, "info": _info, "synth": _synth}[args.command]
+    try:
+        return handler(args)
+    except MvtoolsError as e:
+        print(f"mvtools {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except FileNotFoundError as e:
+        print(f"mvtools {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"mvtools {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_JOB_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
