@@ -185,7 +185,7 @@ class Store:
             raise StoreError(self.path, f"no video {key!r} in the store") from None
         if not group.attrs.get("complete"):
             raise StoreError(self.path, f"video {key!r} is incomplete (an interrupted extraction): rerun it")
-        return VideoView(key, group)
+        return VideoView(key, group, self.path)
 
     # Writing ---------------------------------------------------------------------------------------
     def begin_video(self, key: str, height: int, width: int, attrs: Mapping) -> VideoWriter:
@@ -205,9 +205,10 @@ class Store:
 class VideoView:
     """One video of a store: its arrays as zarr arrays (``view.mv``, ``view["mv"]``) and its attrs."""
 
-    def __init__(self, key: str, group: zarr.Group):
+    def __init__(self, key: str, group: zarr.Group, store_path: str = ""):
         self.key = key
         self.group = group
+        self.store_path = store_path
         self.attrs = group.attrs.asdict()
 
     def arrays(self) -> list[str]:
@@ -217,11 +218,11 @@ class VideoView:
         try:
             return self.group[name]
         except KeyError:
-            raise StoreError(self.group.store_path, f"video {self.key!r} has no array {name!r} "
+            raise StoreError(self.store_path, f"video {self.key!r} has no array {name!r} "
                              f"(it has {', '.join(self.arrays())})") from None
 
     def __getattr__(self, name: str) -> zarr.Array:
-        if name.startswith("_") or name in ("key", "group", "attrs"):
+        if name.startswith("_") or name in ("key", "group", "attrs", "store_path"):
             raise AttributeError(name)
         return self[name]
 

@@ -30,3 +30,24 @@ def bframe_video(tmp_path_factory) -> Path:
     """A 320x240 H.264 clip with B-frames (x264, 2 B-frames, GOP 24) and real texture motion."""
     frames = render("rotate_cw", np.random.default_rng(7), num_frames=60, width=320, height=240)
     return encode_video(tmp_path_factory.mktemp("bframes") / "rot.mp4", frames, bframes=2, gop=24)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """Four synthetic labelled videos (two classes), H.264 with B-frames."""
+    from mvtools.synth import make_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    make_dataset(out, videos=4, seed=1, num_frames=40, classes=["left", "rotate_cw"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_store(synth_dir, tmp_path_factory) -> Path:
+    from mvtools.extract import ExtractConfig, extract
+
+    path = tmp_path_factory.mktemp("stores") / "synth.zarr"
+    report = extract(synth_dir, path, ExtractConfig(modalities=("frames", "mv", "residual", "keyframes",
+                                                                "accumulated")), progress=False)
+    assert not report.failed
+    return path

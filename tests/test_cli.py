@@ -1,0 +1,42 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+MVTOOLS = [str(Path(sys.executable).with_name("mvtools"))]
+
+
+def run(*args, check_rc=None):
+    out = subprocess.run([*MVTOOLS, *map(str, args)], capture_output=True, text=True, env={**os.environ})
+    if check_rc is not None:
+        assert out.returncode == check_rc, out.stderr
+    return out
+
+
+def test_synth_extract_info_end_to_end(tmp_path):
+    run("synth", tmp_path / "v", "--videos", 3, "--seed", 2, "--frames", 20, check_rc=0)
+    assert len(list((tmp_path / "v").rglob("*.mp4"))) == 3
+    (tmp_path / "v" / "left" / "bad.mp4").write_text("nope")
+    out = run("extract", tmp_path / "v", "-o", tmp_path / "s.zarr", "--quiet", check_rc=3)
+    assert "3 extracted" in out.stdout and "left/bad.mp4" in out.stdout
+    summary = json.loads(run("info", tmp_path / "s.zarr", "--json", check_rc=0).stdout)
+    assert summary["videos"] == 3 and summary["frames"] == 60
+    (tmp_path / "v" / "left" / "bad.mp4").unlink()
+    out = run("extract", tmp_path / "v", "-o", tmp_path / "s.zarr", "--quiet", check_rc=0)
+    assert "3 already complete" in out.stdout
+    text = run("info", tmp_path / "s.zarr", check_rc=0).stdout
+    assert "3 complete" in text and "frames    60" in text
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert run("extract", tmp_path / "missing", "-o", tmp_path / "s.zarr").returncode == 2
+    out = run("extract", tmp_path, "-o", tmp_path / "s.zarr", "--modalities", "frames,optical")
+    assert out.returncode == 2 and "unknown modality" in out.stderr
+    out = run("info", tmp_path / "nothing.zarr")
+    assert out.returncode == 2 and "nothing.zarr" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_help_documents_exit_codes():
+    out = run("extract", "--help", check_rc=0).stdout
+    assert "exit codes" in out and "3  some videos failed" in out and "--modalities" in out

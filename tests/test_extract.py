@@ -1,0 +1,94 @@
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from mvtools import open_store
+from mvtools.extract import ExtractConfig, discover, extract, label_of, sanitize, video_keys
+
+
+def test_discover_recurses_sorts_and_survives_symlink_loops(tmp_path):
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    (tmp_path / "a").mkdir()
+    for rel in ["b/deep/x.MP4", "a/y.avi", "a/z.webm", "a/notes.txt", "top.mkv"]:
+        (tmp_path / rel).write_bytes(b"")
+    os.symlink(tmp_path, tmp_path / "b" / "loop")  # a folder that contains itself
+    os.symlink(tmp_path / "gone.mp4", tmp_path / "a" / "dangling.mp4")
+    found = discover(tmp_path)
+    assert found == ["a/dangling.mp4", "a/y.avi", "a/z.webm", "b/deep/x.MP4", "top.mkv"]
+    with pytest.raises(FileNotFoundError):
+        discover(tmp_path / "missing")
+
+
+def test_keys_are_sanitized_and_unique():
+    assert sanitize("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi") == "ApplyEyeMakeup__v_ApplyEyeMakeup_g01_c01"
+    assert sanitize(".hidden.mp4") == "hidden" and sanitize("_x/__init__.mp4") == "x__init"
+    odd = ["my class/it's a \"clip\".mp4", "café/vidéo 1.mp4", "a/b.mp4", "a/b.avi", "a b/c.mp4", "a_b/c.mp4"]
+    keys = video_keys(odd)
+    assert len(set(keys.values())) == len(odd)
+    for k in keys.values():
+        assert k.isascii() and "/" not in k and " " not in k and "'" not in k and '"' not in k
+        assert not k.startswith((".", "_"))
+    assert keys["a/b.mp4"] != keys["a/b.avi"] and keys["a/b.mp4"].startswith("a__b-")
+    assert video_keys(["x/y.mp4"]) == {"x/y.mp4": "x__y"}
+
+
+def test_label_of():
+    assert label_of("jump/v1.mp4", "folder") == "jump"
+    assert label_of("ucf/jump/v1.mp4", "folder") == "jump"
+    assert label_of("v1.mp4", "folder") is None
+    assert label_of("jump/v1.mp4", "none") is None
+
+
+def test_bad_inputs_are_reported_and_the_job_goes_on(synth_dir, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(synth_dir, src)
+    (src / "left" / "empty.mp4").touch()
+    (src / "left" / "text.mp4").write_text("not a video")
+    (src / "left" / "noise.avi").write_bytes(np.random.default_rng(0).bytes(20_000))
+    os.symlink(src / "nowhere.mp4", src / "left" / "broken.mp4")
+    odd = src / "rotate_cw" / "it's a \"clip\" é.mp4"
+    shutil.copy(synth_dir / "left" / "left_0000.mp4", odd)
+    report = extract(src, tmp_path / "s.zarr", progress=False)
+    assert len(report.extracted) == 5
+    assert set(report.failed) == {"left/empty.mp4", "left/text.mp4", "left/noise.avi", "left/broken.mp4"}
+    assert "empty" in report.failed["left/empty.mp4"] and "broken symlink" in report.failed["left/broken.mp4"]
+    store = open_store(tmp_path / "s.zarr")
+    assert len(store.keys()) == 5 and store.attrs["failures"] == report.failed
+    odd_key = next(k for k in store.keys() if store[k].attrs["source"] == str(odd.relative_to(src)))
+    assert store[odd_key].attrs["label"] == "rotate_cw"
+
+
+def test_rerun_skips_complete_videos_and_redoes_changed_ones(synth_dir, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(synth_dir, src)
+    first = extract(src, tmp_path / "s.zarr", progress=False)
+    before = open_store(tmp_path / "s.zarr")[first.extracted[0]].mv[:]
+    second = extract(src, tmp_path / "s.zarr", progress=False)
+    assert second.extracted == [] and sorted(second.skipped) == sorted(first.extracted)
+    shutil.copy(src / "rotate_cw" / "rotate_cw_0001.mp4", src / "left" / "left_0000.mp4")
+    third = extract(src, tmp_path / "s.zarr", progress=False)
+    assert third.extracted == ["left__left_0000"]
+    after = open_store(tmp_path / "s.zarr")["left__left_0000"]
+    assert after.attrs["label"] == "left" and not np.array_equal(after.mv[:], before)
+
+
+def test_motion_vector_only_mode_skips_pixels_but_keeps_keyframes(synth_dir, synth_store, tmp_path):
+    config = ExtractConfig(modalities=("mv", "keyframes"))
+    extract(synth_dir, tmp_path / "mv.zarr", config, progress=False)
+    fast, full = open_store(tmp_path / "mv.zarr"), open_store(synth_store)
+    assert fast.keys() == full.keys()
+    for key in fast.keys():
+        a, b = fast[key], full[key]
+        assert sorted(a.arrays()) == ["frame_type", "keyframe_index", "keyframes", "mv", "mv_mask", "pts"]
+        np.testing.assert_array_equal(a.mv[:], b.mv[:])
+        np.testing.assert_array_equal(a.keyframe_index[:], b.keyframe_index[:])
+        assert np.abs(a.keyframes[:].astype(int) - b.keyframes[:]).max() <= 1
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown modalities"):
+        ExtractConfig(modalities=("frames", "optical"))
+    with pytest.raises(ValueError, match="even"):
+        ExtractConfig(size=127)

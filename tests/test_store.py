@@ -1,0 +1,142 @@
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from mvtools import StoreError, iter_motion, open_store, probe
+from mvtools.extract import ExtractConfig, extract, extract_video
+from mvtools.features import iter_features, stored_size
+from mvtools.store import FRAME_TYPE_CODES, SCHEMA, create_store, info
+
+
+def test_layout_attrs_and_arrays(synth_store):
+    store = open_store(synth_store)
+    assert len(store.keys()) == 4 and store.attrs["mvtools_schema"] == SCHEMA
+    assert store.attrs["labels"] == ["left", "rotate_cw"]
+    view = store[store.keys()[0]]
+    a = view.attrs
+    assert a["complete"] is True and a["codec"] == "h264" and a["fps"] == 25.0 and len(a["sha256"]) == 64
+    assert (a["width"], a["height"], a["num_frames"], a["label"]) == (192, 128, 40, "left")
+    assert a["source"] == "left/left_0000.mp4"
+    T, h, w = 40, 128, 192
+    expected = {
+        "frames": ((T, h, w, 3), "uint8"), "frame_type": ((T,), "uint8"), "pts": ((T,), "float64"),
+        "mv": ((T, h // 4, w // 4, 4), "float16"), "mv_mask": ((T, h // 4, w // 4, 2), "bool"),
+        "residual": ((T, h, w, 3), "int8"), "mv_acc": ((T, h // 4, w // 4, 2), "float16"),
+        "residual_acc": ((T, h, w, 3), "int8"), "keyframe_index": ((2,), "int32"),
+        "keyframes": ((2, h, w, 3), "uint8"),
+    }
+    assert sorted(view.arrays()) == sorted(expected)
+    for name, (shape, dtype) in expected.items():
+        assert view[name].shape == shape and view[name].dtype == dtype, name
+    assert view.frames.chunks[0] == 16 and view.mv.chunks[0] == 16
+    types = view.frame_type[:]
+    np.testing.assert_array_equal(view.keyframe_index[:], np.flatnonzero(types == FRAME_TYPE_CODES["I"]))
+    assert set(types) == {0, 1, 2}
+
+
+def test_stored_values_match_the_computed_features(synth_store, synth_dir):
+    store = open_store(synth_store)
+    key = store.keys()[1]
+    view = store[key]
+    path = synth_dir / view.attrs["source"]
+    info_ = probe(path)
+    size = stored_size(info_.width, info_.height, 128)
+    feats = list(iter_features(iter_motion(path, frame_size=size), (info_.width, info_.height), size))
+    mv = np.stack([f.mv for f in feats])
+    assert np.abs(view.mv[:].astype(np.float32) - mv).max() <= 1 / 16
+    np.testing.assert_array_equal(view.mv_mask[:], np.stack([f.mv_mask for f in feats]))
+    frames = np.stack([f.frame for f in feats])
+    assert np.abs(view.frames[:].astype(int) - frames).mean() < 4  # JPEG q90
+    res = np.clip(np.stack([f.residual for f in feats]), -128, 127)
+    assert np.abs(view.residual[:].astype(int) - res).mean() < 2  # JPEG q95
+    np.testing.assert_allclose(view.pts[:], [f.pts for f in feats])
+    kf = view.keyframes[:]
+    np.testing.assert_array_equal(kf, view.frames[view.keyframe_index[:].tolist()])
+
+
+def test_framediff_is_derived_from_frames(synth_store):
+    view = open_store(synth_store)[open_store(synth_store).keys()[0]]
+    frames = view.frames[:].astype(np.int16)
+    whole = view.framediff()
+    assert whole.dtype == np.int16 and not whole[0].any()
+    np.testing.assert_array_equal(whole[1:], np.diff(frames, axis=0))
+    np.testing.assert_array_equal(view.framediff(5, 21), whole[5:21])
+
+
+def test_lossless_store_is_exact(synth_dir, tmp_path):
+    rel = "rotate_cw/rotate_cw_0001.mp4"
+    config = ExtractConfig(lossless=True)
+    store = create_store(tmp_path / "l.zarr", config.settings())
+    extract_video(synth_dir / rel, store, "v", config, attrs={"source": rel})
+    view = open_store(tmp_path / "l.zarr")["v"]
+    feats = list(iter_features(iter_motion(synth_dir / rel, frame_size=(192, 128)), (192, 128), (192, 128)))
+    np.testing.assert_array_equal(view.frames[:], np.stack([f.frame for f in feats]))
+    assert view.residual.dtype == np.int16
+    np.testing.assert_array_equal(view.residual[:], np.stack([f.residual for f in feats]))
+
+
+def test_plain_zarr_reads_the_layout(synth_store):
+    root = zarr.open_group(synth_store, mode="r")
+    assert root.attrs["mvtools_schema"] == SCHEMA
+    video = root["videos"][sorted(root["videos"].group_keys())[0]]
+    assert video.attrs["complete"] and video["mv"][:16].shape[0] == 16
+    assert json.loads((synth_store / "zarr.json").read_text())["attributes"]["frame_type_codes"]["B"] == 2
+
+
+def test_failed_video_leaves_no_group_and_keeps_the_others(synth_dir, tmp_path):
+    src = tmp_path / "src"
+    good = src / "a" / "good.mp4"
+    good.parent.mkdir(parents=True)
+    good.write_bytes((synth_dir / "left" / "left_0000.mp4").read_bytes())
+    from mvtools.synth import encode_video, render
+
+    whole = encode_video(tmp_path / "w.mp4", render("up", np.random.default_rng(0), num_frames=300), faststart=True)
+    data = whole.read_bytes()
+    (src / "a" / "cut.mp4").write_bytes(data[: len(data) * 3 // 4])  # fails after a full shard was written
+    report = extract(src, tmp_path / "s.zarr", progress=False)
+    assert report.extracted == ["a__good"] and list(report.failed) == ["a/cut.mp4"]
+    assert "truncated" in report.failed["a/cut.mp4"]
+    store = open_store(tmp_path / "s.zarr")
+    assert store.all_keys() == ["a__good"]
+    assert store.attrs["failures"] == {"a/cut.mp4": report.failed["a/cut.mp4"]}
+
+
+def test_incomplete_video_is_invisible(synth_store, tmp_path):
+    config = ExtractConfig()
+    store = create_store(tmp_path / "i.zarr", config.settings())
+    writer = store.begin_video("half", 128, 192, {"source": "x.mp4"})
+    writer.append({"frame_type": 1, "pts": 0.0, "frames": np.zeros((128, 192, 3), np.uint8)})
+    writer.flush()
+    reopened = open_store(tmp_path / "i.zarr")
+    assert reopened.keys() == [] and reopened.incomplete() == ["half"] and "half" not in reopened
+    with pytest.raises(StoreError, match="incomplete"):
+        reopened["half"]
+    with pytest.raises(StoreError, match="no video 'nope'"):
+        reopened["nope"]
+
+
+def test_store_errors(synth_store, tmp_path):
+    with pytest.raises(StoreError, match="other settings"):
+        create_store(synth_store, ExtractConfig(size=64).settings())
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("x")
+    with pytest.raises(StoreError, match="not an mvtools store"):
+        create_store(tmp_path / "junk", ExtractConfig().settings())
+    with pytest.raises(StoreError, match="no store here"):
+        open_store(tmp_path / "missing.zarr")
+    zarr.open_group(tmp_path / "old.zarr", mode="w", attributes={"mvtools_schema": 0})
+    with pytest.raises(StoreError, match="schema 0"):
+        open_store(tmp_path / "old.zarr")
+    view = open_store(synth_store)[open_store(synth_store).keys()[0]]
+    with pytest.raises(StoreError, match="no array 'flow'"):
+        view["flow"]
+
+
+def test_info_counts_videos_frames_and_bytes(synth_store):
+    summary = info(synth_store)
+    assert summary["videos"] == 4 and summary["frames"] == 160 and summary["incomplete"] == []
+    assert summary["bytes"] >= sum(summary["bytes_per_array"].values()) > 0
+    assert summary["labels"] == {"left": 2, "rotate_cw": 2}
+    assert summary["settings"]["size"] == 128
