@@ -70,7 +70,9 @@ def encode(frames: np.ndarray, quality: int) -> bytes:
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
     images = []
     for frame in frames:
-        ok, data = cv2.imencode(".jpg", frame[..., ::-1] if frame.shape[-1] == 3 else frame, params)
+        # A contiguous BGR copy encodes ~2x faster than a reversed-stride view.
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if frame.shape[-1] == 3 else frame,
+                                params)
         if not ok:
             raise ValueError("JPEG encoding failed")
         images.append(data.tobytes())
@@ -87,7 +89,10 @@ def decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     flag = cv2.IMREAD_COLOR if shape[-1] == 3 else cv2.IMREAD_GRAYSCALE
     for i, length in enumerate(lengths):
         image = cv2.imdecode(np.frombuffer(data, np.uint8, count=int(length), offset=offset), flag)
-        out[i] = image[..., ::-1] if shape[-1] == 3 else image[..., None]
+        if shape[-1] == 3:
+            cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=out[i])
+        else:
+            out[i, ..., 0] = image
         offset += int(length)
     if np.dtype(dtype) == np.int8:
         return (out ^ np.uint8(0x80)).view(np.int8)

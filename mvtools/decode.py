@@ -32,8 +32,8 @@ MV_COLUMNS = ("source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "motion_x"
 _NO_VECTORS = np.zeros((0, len(MV_COLUMNS)), dtype=np.int32)
 _PICT_TYPES = {1: "I", 2: "P", 3: "B", 4: "P", 5: "I", 6: "P", 7: "B"}  # S->P, SI->I, SP->P, BI->B
 
-# Loop filter and IDCT only touch pixels; skipping them leaves the vectors bit-identical.
-_PIXEL_FREE_OPTIONS = {"skip_loop_filter": "all", "skip_idct": "all"}
+# Loop filter, IDCT and chroma only touch pixels; skipping them leaves the vectors bit-identical.
+_PIXEL_FREE_OPTIONS = {"skip_loop_filter": "all", "skip_idct": "all", "flags": "+gray"}
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,7 @@ def extract_video(
         "codec": info.codec, "sha256": sha, "source_bytes": os.path.getsize(path),
         "stored_width": w, "stored_height": h,
     }
-    writer = store.begin_video(key, h, w, video_attrs)
+    writer = store.begin_video(key, h, w, video_attrs, expected_frames=info.num_frames)
     try:
         records = iter_motion(path, decode_frames=pixels, frame_size=(w, h))
         features = iter_features(records, (info.width, info.height), (w, h),

@@ -86,7 +86,9 @@ def iter_features(
     for rec in records:
         if rec.frame is None and (residuals or accumulate):
             raise ValueError("residuals and accumulation need records decoded with decode_frames=True")
-        field, mask = motion.dense_field(rec.motion_vectors, H, W)
+        # The coarsest exact grid (8 px for FFmpeg's vectors) is enough to resample from.
+        cell = motion.coarsest_cell(rec.motion_vectors)
+        field, mask = motion.dense_field(rec.motion_vectors, H, W, cell=cell)
         field, mask = motion.resize_field(field, mask, grid, scale)
         f = FrameFeatures(
             index=rec.index, pts=rec.pts, frame_type=FRAME_TYPE_CODES.get(rec.pict_type, 3),

@@ -15,39 +15,82 @@ CELL = 4  # pixels per side of a motion-field cell
 PAST, FUTURE = 0, 1
 
 
-def grid_shape(height: int, width: int) -> tuple[int, int]:
-    """Cells covering an image: (ceil(H/4), ceil(W/4))."""
-    return -(-height // CELL), -(-width // CELL)
+def grid_shape(height: int, width: int, cell: int = CELL) -> tuple[int, int]:
+    """Cells covering an image: (ceil(H/cell), ceil(W/cell))."""
+    return -(-height // cell), -(-width // cell)
 
 
-def dense_field(motion_vectors: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def coarsest_cell(motion_vectors: np.ndarray) -> int:
+    """8 if every block is a multiple of 8 pixels and sits on the 8-pixel grid (always, for FFmpeg's
+    H.264 and MPEG-4 vectors), else 4. A field rasterised on that grid is exact and 4x smaller."""
+    _, w, h, _, _, dst_x, dst_y, *_ = np.ascontiguousarray(np.asarray(motion_vectors).T)
+    return 8 if not ((w | h | (dst_x - (w >> 1)) | (dst_y - (h >> 1))) & 7).any() else CELL
+
+
+def dense_field(
+    motion_vectors: np.ndarray, height: int, width: int, *, cell: int = CELL
+) -> tuple[np.ndarray, np.ndarray]:
     """Rasterise FFmpeg block vectors (N, 10: source, w, h, src_x, src_y, dst_x, dst_y, mx, my, scale)
-    onto the 4x4-cell grid of an (height, width) frame.
+    onto the grid of cell x cell pixels covering an (height, width) frame (4x4 cells by default).
 
     Block b covers pixels [dst_x - w/2, dst_x + w/2) x [dst_y - h/2, dst_y + h/2); its cells get
     (motion_x, motion_y) / motion_scale in the slot of its direction (source < 0: past, > 0: future).
     """
-    gh, gw = grid_shape(height, width)
-    field = np.zeros((gh, gw, 4), np.float32)
-    mask = np.zeros((gh, gw, 2), bool)
+    if cell not in (4, 8, 16):
+        raise ValueError(f"cell must be 4, 8 or 16 pixels, not {cell}")
+    gh, gw = grid_shape(height, width, cell)
     mv = np.asarray(motion_vectors)
     if mv.shape[0] == 0:
+        return np.zeros((gh, gw, 4), np.float32), np.zeros((gh, gw, 2), bool)
+    if cell == CELL and coarsest_cell(mv) == 8:  # rasterise 4x fewer cells, then repeat each 2x2
+        field, mask = _rasterise(mv, *grid_shape(height, width, 8), 8)
+        field = field.repeat(2, axis=0).repeat(2, axis=1)[:gh, :gw]
+        mask = mask.repeat(2, axis=0).repeat(2, axis=1)[:gh, :gw]
         return field, mask
-    source, bw, bh, dst_x, dst_y, mx, my, scale = (mv[:, j] for j in (0, 1, 2, 5, 6, 7, 8, 9))
-    ncx = np.maximum(bw // CELL, 1)
-    ncy = np.maximum(bh // CELL, 1)
-    count = ncx * ncy
-    block = np.repeat(np.arange(mv.shape[0]), count)
-    offset = np.arange(block.size) - np.repeat(np.cumsum(count) - count, count)
-    cx = (dst_x - bw // 2)[block] // CELL + offset % ncx[block]
-    cy = (dst_y - bh // 2)[block] // CELL + offset // ncx[block]
-    inside = (cx >= 0) & (cx < gw) & (cy >= 0) & (cy < gh)
-    block, cx, cy = block[inside], cx[inside], cy[inside]
-    direction = (source[block] > 0).astype(np.intp)
-    s = np.maximum(scale[block], 1).astype(np.float32)
-    field[cy, cx, 2 * direction] = mx[block] / s
-    field[cy, cx, 2 * direction + 1] = my[block] / s
-    mask[cy, cx, direction] = True
+    return _rasterise(mv, gh, gw, cell)
+
+
+def _rasterise(mv: np.ndarray, gh: int, gw: int, cell: int) -> tuple[np.ndarray, np.ndarray]:
+    source, w, h, _, _, dst_x, dst_y, mx, my, scale = np.ascontiguousarray(mv.T)
+    shift = cell.bit_length() - 1  # cells are powers of two: x // cell == x >> shift, also below 0
+    ncx, ncy = np.maximum(w >> shift, 1), np.maximum(h >> shift, 1)
+    x0, y0 = (dst_x - (w >> 1)) >> shift, (dst_y - (h >> 1)) >> shift
+    scale = np.maximum(scale, 1).astype(np.float32)
+    vx, vy = mx / scale, my / scale
+    direction = (source > 0).astype(np.intp)
+    inside = (x0 >= 0) & (y0 >= 0) & (x0 + ncx <= gw) & (y0 + ncy <= gh)
+    # Macroblocks (16x16 pixels, k x k cells) are most blocks: write one value each on a grid of
+    # macroblocks, expand it, then paint the smaller partitions over it.
+    k = max(16 >> shift, 1)
+    ch, cw = -(-gh // k), -(-gw // k)
+    mb = np.flatnonzero(inside & (ncx == k) & (ncy == k) & (((x0 | y0) & (k - 1)) == 0))
+    coarse_f = np.zeros(ch * cw * 4, np.float32)
+    coarse_m = np.zeros(ch * cw * 2, bool)
+    at = (y0[mb] // k) * cw + x0[mb] // k
+    d = direction[mb]
+    coarse_f[at * 4 + 2 * d] = vx[mb]
+    coarse_f[at * 4 + 2 * d + 1] = vy[mb]
+    coarse_m[at * 2 + d] = True
+    field = coarse_f.reshape(ch, cw, 4).repeat(k, axis=0).repeat(k, axis=1)[:gh, :gw].reshape(-1)
+    mask = coarse_m.reshape(ch, cw, 2).repeat(k, axis=0).repeat(k, axis=1)[:gh, :gw].reshape(-1)
+    rest = inside.copy()
+    rest[mb] = False
+    shapes = ncy * 4096 + ncx
+    for shape in sorted(set(shapes[rest].tolist())):  # a handful of shapes; np.unique costs ~0.1 ms
+        cy, cx = divmod(int(shape), 4096)
+        sel = np.flatnonzero((shapes == shape) & rest)
+        offsets = (np.arange(cy)[:, None] * gw + np.arange(cx)).ravel()
+        idx = ((y0[sel] * gw + x0[sel])[:, None] + offsets).ravel()
+        d = np.repeat(direction[sel], offsets.size)
+        field[idx * 4 + 2 * d] = np.repeat(vx[sel], offsets.size)
+        field[idx * 4 + 2 * d + 1] = np.repeat(vy[sel], offsets.size)
+        mask[idx * 2 + d] = True
+    field, mask = field.reshape(gh, gw, 4), mask.reshape(gh, gw, 2)
+    for b in np.flatnonzero(~inside):  # blocks hanging over the frame edge (e.g. 1080p's 1088th row)
+        ys = slice(max(y0[b], 0), max(y0[b] + ncy[b], 0))
+        xs = slice(max(x0[b], 0), max(x0[b] + ncx[b], 0))
+        field[ys, xs, 2 * direction[b]:2 * direction[b] + 2] = (vx[b], vy[b])
+        mask[ys, xs, direction[b]] = True
     return field, mask
 
 
@@ -60,17 +103,17 @@ def resize_field(
     where at least half of its area carried one.
     """
     gh, gw = grid
-    interp = cv2.INTER_AREA if gh * gw < mask.shape[0] * mask.shape[1] else cv2.INTER_NEAREST
+    shrink = gh * gw < mask.shape[0] * mask.shape[1]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_NEAREST  # AREA takes at most 4 channels
     weight = mask.astype(np.float32)
-    num = cv2.resize(field * np.repeat(weight, 2, axis=2), (gw, gh), interpolation=interp)
-    den = cv2.resize(weight, (gw, gh), interpolation=interp).reshape(gh, gw, 2)
-    num = num.reshape(gh, gw, 4)
-    out_mask = den >= 0.5
-    den4 = np.repeat(den, 2, axis=2)
-    out = np.divide(num, den4, out=np.zeros_like(num), where=den4 > 0)
-    out *= np.array(scale_xy * 2, np.float32)
-    out[~np.repeat(out_mask, 2, axis=2)] = 0.0
-    return out, out_mask
+    num = cv2.resize(field * np.repeat(weight, 2, axis=2), (gw, gh), interpolation=interp).reshape(gh, gw, 4)
+    cover = cv2.resize(weight, (gw, gh), interpolation=interp).reshape(gh, gw, 2)
+    den = np.repeat(cover, 2, axis=2)
+    out_mask = cover >= 0.5
+    vectors = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    vectors *= np.array(scale_xy * 2, np.float32)
+    vectors *= np.repeat(out_mask, 2, axis=2)
+    return vectors, out_mask
 
 
 def _pixel_field(cells: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -79,14 +122,22 @@ def _pixel_field(cells: np.ndarray, height: int, width: int) -> np.ndarray:
     return up.reshape(gh * CELL, gw * CELL, -1)[:height, :width]
 
 
+def _identity_map(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    key = (height, width)
+    if key not in _IDENTITY:
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        _IDENTITY[key] = (xs, ys)
+    return _IDENTITY[key]
+
+
+_IDENTITY: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
 def warp(reference: np.ndarray, displacement: np.ndarray) -> np.ndarray:
     """P(x) = R(x + d(x)), bilinear, borders replicated. displacement is (H, W, 2) in pixels."""
-    h, w = displacement.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    return cv2.remap(
-        reference, xs + displacement[..., 0], ys + displacement[..., 1],
-        interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
-    )
+    xs, ys = _identity_map(*displacement.shape[:2])
+    return cv2.remap(reference, xs + displacement[..., 0], ys + displacement[..., 1],
+                     interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def predict(
@@ -103,23 +154,21 @@ def predict(
         raise ValueError("predict needs at least one reference frame")
     h, w = (past if past is not None else future).shape[:2]
     use = mask.copy()
-    if past is None:
-        use[..., PAST] = False
-    if future is None:
-        use[..., FUTURE] = False
-    pix = _pixel_field(np.concatenate([field, use.astype(np.float32)], axis=2), h, w)
-    use_past, use_future = pix[..., 4:5] > 0.5, pix[..., 5:6] > 0.5
-    fallback = past if past is not None else future
-    pred = fallback.astype(np.int16)
-    if use_past.any():
-        pred_past = warp(past, np.ascontiguousarray(pix[..., 0:2])).astype(np.int16)
-        pred = np.where(use_past, pred_past, pred)
-    if use_future.any():
-        pred_future = warp(future, np.ascontiguousarray(pix[..., 2:4])).astype(np.int16)
-        both = use_past & use_future
-        if both.any():
-            pred = np.where(both, (pred + pred_future + 1) // 2, pred)
-        pred = np.where(use_future & ~use_past, pred_future, pred)
+    use[..., PAST] &= past is not None
+    use[..., FUTURE] &= future is not None
+    # A zero displacement where a cell has no vector makes the warp itself the co-located fallback.
+    d = field * np.repeat(use, 2, axis=2)
+    if not use[..., FUTURE].any():
+        return warp(past, _pixel_field(d[..., 0:2], h, w))
+    if not use[..., PAST].any() and past is None:
+        return warp(future, _pixel_field(d[..., 2:4], h, w))
+    pred_past = warp(past, _pixel_field(d[..., 0:2], h, w)).astype(np.uint16)
+    pred_future = warp(future, _pixel_field(d[..., 2:4], h, w)).astype(np.uint16)
+    # Per cell: 0 past (or intra: co-located past), 1 future only, 2 both (bi-prediction).
+    source = (use[..., FUTURE] * (1 + use[..., PAST])).astype(np.uint8)
+    source = _pixel_field(source[..., None], h, w)
+    pred = np.where(source == 1, pred_future, pred_past)
+    pred = np.where(source == 2, (pred_past + pred_future + 1) >> 1, pred)
     return pred.astype(np.uint8)
 
 

@@ -88,9 +88,12 @@ def to_stored(name: str, values: np.ndarray, spec: ArraySpec) -> np.ndarray:
 
 
 class VideoWriter:
-    """Streams one video's arrays into its group in blocks of whole shards; ``commit`` marks it complete."""
+    """Streams one video's arrays into its group, a whole shard of frames at a time; ``commit`` marks it
+    complete. Memory holds at most one shard of frames (plus the video's per-frame scalars)."""
 
-    def __init__(self, group: zarr.Group, settings: Mapping, height: int, width: int):
+    SCALARS = ("frame_type", "pts", "keyframe_index")  # tiny: kept whole and written once, at commit
+
+    def __init__(self, group: zarr.Group, settings: Mapping, height: int, width: int, expected_frames: int = 0):
         self.group = group
         self.specs = array_specs(settings)
         self.block = int(settings["shard_frames"])
@@ -98,18 +101,20 @@ class VideoWriter:
         self.arrays = {}
         for name, spec in self.specs.items():
             tail = _tail(spec, height, width)
-            per = 1 if name == "keyframes" else chunk
-            shard = self.block if name != "keyframes" else 64
+            per_frame = name not in ("keyframes", "keyframe_index")
             if spec.jpeg_quality:
                 kw = {"serializer": JpegCodec(quality=spec.jpeg_quality), "compressors": None}
             else:
                 kw = {"compressors": ZstdCodec(level=3)}
+            # Sized up front from the container's frame count, so blocks are written without resizing.
+            length = expected_frames if per_frame and name not in self.SCALARS else 0
             self.arrays[name] = group.create_array(
-                name, shape=(0, *tail), dtype=spec.dtype, chunks=(per, *tail), shards=(shard, *tail),
-                fill_value=0, **kw,
+                name, shape=(length, *tail), dtype=spec.dtype, fill_value=0,
+                chunks=(chunk if per_frame else 1, *tail), shards=(self.block if per_frame else 64, *tail), **kw,
             )
         self.pending: dict[str, list[np.ndarray]] = {name: [] for name in self.specs}
-        self.num_frames = 0
+        self.num_frames = 0  # frames appended so far
+        self.written = 0  # frames flushed to the per-frame arrays
 
     def append(self, values: Mapping[str, np.ndarray]) -> None:
         """Add one frame's arrays (per-frame shape, no time axis), or one keyframe. Flushes whole shards."""
@@ -118,18 +123,34 @@ class VideoWriter:
                 self.pending[name].append(to_stored(name, value, self.specs[name]))
         if "frame_type" in values:
             self.num_frames += 1
-        if len(self.pending["frame_type"]) >= self.block:
-            self.flush()
+            if self.num_frames - self.written >= self.block:
+                self.flush()
 
     def flush(self) -> None:
+        """Write the buffered frames of every per-frame array (not the scalars) as one block."""
+        stop = self.num_frames
         for name, items in self.pending.items():
-            if items:
-                self.arrays[name].append(np.stack(items))
-                items.clear()
+            if not items or name in self.SCALARS:
+                continue
+            array = self.arrays[name]
+            if name == "keyframes":
+                array.append(np.stack(items))
+            else:
+                if array.shape[0] < stop:
+                    array.resize((stop, *array.shape[1:]))
+                array[self.written:stop] = np.stack(items)
+            items.clear()
+        self.written = stop
 
     def commit(self, attrs: Mapping) -> None:
-        """Write what is left, then the attributes with ``complete = True`` last."""
+        """Write what is left and the scalars, trim to the true length, then set ``complete = True`` last."""
         self.flush()
+        for name in self.SCALARS:
+            if name in self.arrays and self.pending[name]:
+                self.arrays[name].append(np.stack(self.pending[name]))
+        for name, array in self.arrays.items():
+            if name not in ("keyframes", "keyframe_index") and array.shape[0] != self.num_frames:
+                array.resize((self.num_frames, *array.shape[1:]))
         self.group.attrs.update({**attrs, "num_frames": self.num_frames})
         self.group.attrs["complete"] = True
 
@@ -188,13 +209,15 @@ class Store:
         return VideoView(key, group, self.path)
 
     # Writing ---------------------------------------------------------------------------------------
-    def begin_video(self, key: str, height: int, width: int, attrs: Mapping) -> VideoWriter:
-        """Start (or restart) video ``key``; any earlier, incomplete copy is removed."""
+    def begin_video(self, key: str, height: int, width: int, attrs: Mapping, expected_frames: int = 0) -> VideoWriter:
+        """Start (or restart) video ``key``; any earlier, incomplete copy is removed.
+
+        expected_frames: the container's frame count, if it gives one (arrays are trimmed at commit)."""
         videos = self._videos()
         if key in videos:
             del videos[key]
         group = videos.create_group(key, attributes={**attrs, "complete": False})
-        return VideoWriter(group, self.settings, height, width)
+        return VideoWriter(group, self.settings, height, width, expected_frames)
 
     def remove_video(self, key: str) -> None:
         videos = self._videos()

@@ -30,6 +30,40 @@ def test_dense_field_rasterises_blocks_by_direction():
     assert not field[~mask.repeat(2, axis=2)].any(), "cells without a vector stay zero"
 
 
+def per_block_loop(mvs, height, width):
+    """The definition, one block at a time."""
+    gh, gw = motion.grid_shape(height, width)
+    field, mask = np.zeros((gh, gw, 4), np.float32), np.zeros((gh, gw, 2), bool)
+    for source, w, h, _sx, _sy, dx, dy, mx, my, scale in mvs:
+        d = int(source > 0)
+        x0, y0 = (dx - w // 2) // 4, (dy - h // 2) // 4
+        ys, xs = slice(max(y0, 0), y0 + max(h // 4, 1)), slice(max(x0, 0), x0 + max(w // 4, 1))
+        field[ys, xs, 2 * d:2 * d + 2] = (mx / scale, my / scale)
+        mask[ys, xs, d] = True
+    return field, mask
+
+
+@pytest.mark.parametrize("fixture", ["real_h264", "real_mpeg4", "bframe_video"])
+def test_dense_field_equals_the_per_block_definition_on_real_vectors(fixture, request):
+    from mvtools import iter_motion, probe
+
+    path = request.getfixturevalue(fixture)
+    info = probe(path)
+    for rec in iter_motion(path, decode_frames=False):
+        if rec.index % 7 and fixture != "bframe_video":  # the loop is slow: a sample of the long clips
+            continue
+        fast = motion.dense_field(rec.motion_vectors, info.height, info.width)
+        slow = per_block_loop(rec.motion_vectors, info.height, info.width)
+        np.testing.assert_array_equal(fast[0], slow[0], err_msg=f"frame {rec.index}")
+        np.testing.assert_array_equal(fast[1], slow[1], err_msg=f"frame {rec.index}")
+
+
+def test_dense_field_places_unaligned_blocks():
+    mvs = np.array([block(-1, 8, 8, 4, 12, 8, 0)], np.int32)  # 8x8 at (4, 12): not on the 8-pixel grid
+    field, mask = motion.dense_field(mvs, 32, 32)
+    assert mask[3:5, 1:3, 0].all() and mask[..., 0].sum() == 4 and field[3, 1, 0] == 2.0
+
+
 def test_dense_field_clips_blocks_beyond_the_frame():
     # 1080p is coded as 1088 rows: the last macroblock row hangs over the frame.
     field, mask = motion.dense_field(np.array([block(-1, 16, 16, 0, 1072, 4, 0)], np.int32), 1080, 16)
@@ -54,6 +88,17 @@ def test_resize_field_averages_and_rescales():
     assert out_mask[:, 0, 0].all()
     assert not out_mask[0, 1, 0], "a quarter-covered cell carries no vector"
     assert not out_mask[..., 1].any() and not out[..., 2:].any()
+
+
+def test_resize_field_non_integer_shrink_keeps_a_uniform_field():
+    field = np.zeros((180, 320, 4), np.float32)
+    field[..., :2] = [8.0, -4.0]
+    field[..., 2:] = [1.0, 2.0]
+    mask = np.ones((180, 320, 2), bool)
+    out, out_mask = motion.resize_field(field, mask, (32, 57), (57 / 320, 32 / 180))
+    assert out.shape == (32, 57, 4) and out_mask.all()
+    np.testing.assert_allclose(out[..., 0], 8.0 * 57 / 320, rtol=1e-5)
+    np.testing.assert_allclose(out[..., 3], 2.0 * 32 / 180, rtol=1e-5)
 
 
 def test_prediction_of_a_translated_image_recovers_it():
