@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 
 from .errors import VideoError
@@ -176,8 +177,7 @@ def iter_keyframes(path: str | os.PathLike, *, frame_size: tuple[int, int] | Non
         width, height = frame_size if frame_size else (None, None)
         try:
             for frame in container.decode(stream):
-                rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
-                yield float(frame.time), rgb
+                yield float(frame.time), to_rgb(frame, width, height)
         except av.FFmpegError as e:
             raise VideoError(path, f"truncated or corrupt ({_reason(e)})") from None
 
@@ -191,5 +191,17 @@ def _record(frame, index: int, decode_frames: bool, width, height) -> MotionReco
         motion_vectors=motion_vectors_from_side_data(frame.side_data.get("MOTION_VECTORS")),
     )
     if decode_frames:
-        record.frame = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+        record.frame = to_rgb(frame, width, height)
     return record
+
+
+def to_rgb(frame, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB, scaled with an area filter when a size is given.
+
+    Scaling is done in YUV 4:2:0 and the colour conversion at the small size (BT.601, as swscale's
+    default): ~2x cheaper than scaling RGB, and the chroma it halves is what JPEG's 4:2:0 drops anyway.
+    """
+    if width is None or width % 2 or height % 2:
+        return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+    yuv = frame.to_ndarray(format="yuv420p", width=width, height=height, interpolation="AREA")
+    return cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420)

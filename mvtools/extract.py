@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from .decode import iter_keyframes, iter_motion, probe
@@ -164,14 +163,14 @@ def extract_video(
             writer.append(values)
             if f.frame_type == FRAME_TYPE_CODES["I"] and "keyframes" in mods:
                 if f.frame is not None:
-                    writer.append({"keyframes": f.frame, "keyframe_index": np.int32(f.index)})
+                    writer.append_keyframe(f.index, f.frame)
                 else:
                     intra_pts[round(f.pts, 6)] = f.index
             if on_frame:
                 on_frame()
         for pts, frame in iter_keyframes(path, frame_size=(w, h)) if intra_pts else ():
             if round(pts, 6) in intra_pts:
-                writer.append({"keyframes": frame, "keyframe_index": np.int32(intra_pts[round(pts, 6)])})
+                writer.append_keyframe(intra_pts[round(pts, 6)], frame)
         writer.commit(video_attrs)
     except BaseException:
         store.remove_video(key)

@@ -89,19 +89,21 @@ def to_stored(name: str, values: np.ndarray, spec: ArraySpec) -> np.ndarray:
 
 class VideoWriter:
     """Streams one video's arrays into its group, a whole shard of frames at a time; ``commit`` marks it
-    complete. Memory holds at most one shard of frames (plus the video's per-frame scalars)."""
+    complete. Memory holds one shard of frames per array (plus the video's per-frame scalars)."""
 
     SCALARS = ("frame_type", "pts", "keyframe_index")  # tiny: kept whole and written once, at commit
+    KEYFRAMES = ("keyframes", "keyframe_index")  # indexed by keyframe, not by frame
 
     def __init__(self, group: zarr.Group, settings: Mapping, height: int, width: int, expected_frames: int = 0):
         self.group = group
         self.specs = array_specs(settings)
         self.block = int(settings["shard_frames"])
         chunk = int(settings["chunk_frames"])
-        self.arrays = {}
+        self.arrays: dict[str, zarr.Array] = {}
+        self.buffers: dict[str, np.ndarray] = {}  # one shard of frames per per-frame array
         for name, spec in self.specs.items():
             tail = _tail(spec, height, width)
-            per_frame = name not in ("keyframes", "keyframe_index")
+            per_frame = name not in self.KEYFRAMES
             if spec.jpeg_quality:
                 kw = {"serializer": JpegCodec(quality=spec.jpeg_quality), "compressors": None}
             else:
@@ -112,44 +114,54 @@ class VideoWriter:
                 name, shape=(length, *tail), dtype=spec.dtype, fill_value=0,
                 chunks=(chunk if per_frame else 1, *tail), shards=(self.block if per_frame else 64, *tail), **kw,
             )
-        self.pending: dict[str, list[np.ndarray]] = {name: [] for name in self.specs}
+            if per_frame and name not in self.SCALARS:
+                self.buffers[name] = np.zeros((self.block, *tail), spec.dtype)
+        self.scalars: dict[str, list] = {name: [] for name in self.SCALARS if name in self.specs}
+        self.keyframes: list[np.ndarray] = []
         self.num_frames = 0  # frames appended so far
         self.written = 0  # frames flushed to the per-frame arrays
 
     def append(self, values: Mapping[str, np.ndarray]) -> None:
-        """Add one frame's arrays (per-frame shape, no time axis), or one keyframe. Flushes whole shards."""
+        """Add one frame's arrays (per-frame shape, no time axis). Flushes each full shard."""
+        row = self.num_frames - self.written
         for name, value in values.items():
-            if name in self.pending:
-                self.pending[name].append(to_stored(name, value, self.specs[name]))
-        if "frame_type" in values:
-            self.num_frames += 1
-            if self.num_frames - self.written >= self.block:
-                self.flush()
+            if name in self.buffers:
+                self.buffers[name][row] = to_stored(name, value, self.specs[name])
+            elif name in self.scalars:
+                self.scalars[name].append(value)
+        self.num_frames += 1
+        if self.num_frames - self.written == self.block:
+            self.flush()
+
+    def append_keyframe(self, index: int, frame: np.ndarray) -> None:
+        self.scalars["keyframe_index"].append(index)
+        self.keyframes.append(frame)
 
     def flush(self) -> None:
-        """Write the buffered frames of every per-frame array (not the scalars) as one block."""
-        stop = self.num_frames
-        for name, items in self.pending.items():
-            if not items or name in self.SCALARS:
-                continue
-            array = self.arrays[name]
-            if name == "keyframes":
-                array.append(np.stack(items))
-            else:
+        """Write the buffered frames of every per-frame array as one block (one shard when full)."""
+        stop, rows = self.num_frames, self.num_frames - self.written
+        if rows:
+            for name, buffer in self.buffers.items():
+                array = self.arrays[name]
                 if array.shape[0] < stop:
                     array.resize((stop, *array.shape[1:]))
-                array[self.written:stop] = np.stack(items)
-            items.clear()
+                array[self.written:stop] = buffer[:rows]
+        if len(self.keyframes) >= 64:  # keyframes are few: written a shard at a time, the rest at commit
+            self.arrays["keyframes"].append(np.stack(self.keyframes))
+            self.keyframes.clear()
         self.written = stop
 
     def commit(self, attrs: Mapping) -> None:
         """Write what is left and the scalars, trim to the true length, then set ``complete = True`` last."""
         self.flush()
-        for name in self.SCALARS:
-            if name in self.arrays and self.pending[name]:
-                self.arrays[name].append(np.stack(self.pending[name]))
+        if self.keyframes:
+            self.arrays["keyframes"].append(np.stack(self.keyframes))
+            self.keyframes.clear()
+        for name, values in self.scalars.items():
+            if values:
+                self.arrays[name].append(to_stored(name, np.asarray(values), self.specs[name]))
         for name, array in self.arrays.items():
-            if name not in ("keyframes", "keyframe_index") and array.shape[0] != self.num_frames:
+            if name not in self.KEYFRAMES and array.shape[0] != self.num_frames:
                 array.resize((self.num_frames, *array.shape[1:]))
         self.group.attrs.update({**attrs, "num_frames": self.num_frames})
         self.group.attrs["complete"] = True

@@ -103,6 +103,23 @@ def test_failed_video_leaves_no_group_and_keeps_the_others(synth_dir, tmp_path):
     assert store.attrs["failures"] == {"a/cut.mp4": report.failed["a/cut.mp4"]}
 
 
+@pytest.mark.parametrize("expected", [0, 5, 40, 300])
+def test_writer_is_exact_whatever_frame_count_the_container_claims(expected, tmp_path):
+    settings = {**ExtractConfig(modalities=("mv",), lossless=True).settings(), "chunk_frames": 4, "shard_frames": 8}
+    store = create_store(tmp_path / "w.zarr", settings)
+    writer = store.begin_video("v", 16, 32, {}, expected_frames=expected)
+    rng = np.random.default_rng(0)
+    mv = (np.rint(rng.normal(0, 3, (21, 4, 8, 4)) * 8) / 8).astype(np.float32)
+    for t in range(21):
+        writer.append({"frame_type": 1, "pts": t / 25, "mv": mv[t], "mv_mask": mv[t, ..., ::2] > 0})
+    writer.commit({"source": "v.mp4"})
+    view = open_store(tmp_path / "w.zarr")["v"]
+    assert len(view) == 21 and view.mv.shape == (21, 4, 8, 4) and view.pts.shape == (21,)
+    np.testing.assert_array_equal(view.mv[:].astype(np.float32), mv)
+    np.testing.assert_array_equal(view.mv_mask[:], mv[..., ::2] > 0)
+    np.testing.assert_allclose(view.pts[:], np.arange(21) / 25)
+
+
 def test_incomplete_video_is_invisible(synth_store, tmp_path):
     config = ExtractConfig()
     store = create_store(tmp_path / "i.zarr", config.settings())
