@@ -38,23 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser(
         "extract", help="extract a folder of videos into a store",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Decode every video under SRC_DIR (recursively) and write its frames, motion vectors, "
-                    "residuals and keyframes into one zarr store. Labels default to the parent folder name. "
-                    "Rerunning skips videos already complete with the same content.",
+        description="Decode every video under SRC_DIR (recursively) and write its frames, motion vectors,\n"
+                    "residuals and keyframes into one zarr store. Labels default to the parent folder name.\n"
+                    "Rerunning skips videos already complete with the same content; a video that fails is\n"
+                    "reported with its reason, recorded in the store's `failures`, and the job goes on.",
         epilog=EXIT_CODES,
     )
     ex.add_argument("src_dir", metavar="SRC_DIR", help="folder of videos (mp4, avi, mkv, mov, webm, ...)")
     ex.add_argument("-o", "--output", required=True, metavar="STORE", help="store path (a .zarr folder)")
-    ex.add_argument("--size", type=int, default=128, help="short side of stored frames, pixels (default 128)")
-    ex.add_argument("--modalities", type=_modalities, default=DEFAULT_MODALITIES,
+    ex.add_argument("--config", metavar="YAML",
+                    help="a recipe from pipelines/ (e.g. pipelines/extract.yaml); flags given here override it")
+    ex.add_argument("--size", type=int, help="short side of stored frames, pixels (default 128)")
+    ex.add_argument("--modalities", type=_modalities,
                     help=f"comma-separated, from {','.join(MODALITIES)} "
                          f"(default {','.join(DEFAULT_MODALITIES)}); 'accumulated' adds CoViAR-style mv_acc "
                          "and residual_acc")
-    ex.add_argument("--labels", choices=("folder", "none"), default="folder",
+    ex.add_argument("--labels", choices=("folder", "none"),
                     help="label each video by its parent folder name (default) or not at all")
-    ex.add_argument("--frame-quality", type=int, default=90, help="JPEG quality of frames (default 90)")
-    ex.add_argument("--residual-quality", type=int, default=95, help="JPEG quality of residuals (default 95)")
-    ex.add_argument("--lossless", action="store_true",
+    ex.add_argument("--frame-quality", type=int, help="JPEG quality of frames (default 90)")
+    ex.add_argument("--residual-quality", type=int, help="JPEG quality of residuals (default 95)")
+    ex.add_argument("--lossless", action="store_true", default=None,
                     help="store frames (zstd) and residuals (int16, zstd) losslessly: ~3x more bytes")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -79,12 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _extract(args) -> int:
     from .extract import ExtractConfig, extract
 
+    flags = {
+        "size": args.size, "modalities": args.modalities, "labels": args.labels,
+        "frame_quality": args.frame_quality, "residual_quality": args.residual_quality, "lossless": args.lossless,
+    }
     try:
-        config = ExtractConfig(
-            size=args.size, modalities=args.modalities, labels=args.labels, frame_quality=args.frame_quality,
-            residual_quality=args.residual_quality, lossless=args.lossless,
-        )
-    except ValueError as e:
+        if args.config:
+            config = ExtractConfig.from_yaml(args.config, **flags)
+        else:
+            config = ExtractConfig(**{k: v for k, v in flags.items() if v is not None})
+    except (ValueError, OSError) as e:
         print(f"mvtools extract: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     report = extract(args.src_dir, args.output, config, progress=not args.quiet)

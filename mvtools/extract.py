@@ -52,6 +52,21 @@ class ExtractConfig:
         if self.shard_frames % self.chunk_frames:
             raise ValueError("shard_frames must be a multiple of chunk_frames")
 
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides) -> ExtractConfig:
+        """A recipe from pipelines/ (YAML keys = field names), with explicit overrides on top."""
+        import yaml
+
+        with open(path) as f:
+            recipe = yaml.safe_load(f) or {}
+        unknown = set(recipe) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        merged = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
+        if "modalities" in merged:
+            merged["modalities"] = tuple(merged["modalities"])
+        return cls(**merged)
+
     def settings(self) -> dict:
         s = asdict(self)
         s.pop("labels")

@@ -1,5 +1,6 @@
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,14 @@ def test_config_validation():
         ExtractConfig(modalities=("frames", "optical"))
     with pytest.raises(ValueError, match="even"):
         ExtractConfig(size=127)
+
+
+def test_yaml_recipes_fill_the_config_and_flags_override(tmp_path):
+    root = Path(__file__).resolve().parents[1] / "pipelines"
+    assert ExtractConfig.from_yaml(root / "extract.yaml") == ExtractConfig()
+    mv_only = ExtractConfig.from_yaml(root / "mv_only.yaml", size=64)
+    assert mv_only.modalities == ("mv", "keyframes") and mv_only.size == 64
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("size: 128\nsharpness: 3\n")
+    with pytest.raises(ValueError, match="sharpness"):
+        ExtractConfig.from_yaml(bad)
