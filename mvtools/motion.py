@@ -106,14 +106,14 @@ def resize_field(
     shrink = gh * gw < mask.shape[0] * mask.shape[1]
     interp = cv2.INTER_AREA if shrink else cv2.INTER_NEAREST  # AREA takes at most 4 channels
     weight = mask.astype(np.float32)
-    num = cv2.resize(field * np.repeat(weight, 2, axis=2), (gw, gh), interpolation=interp).reshape(gh, gw, 4)
+    weighted = (field.reshape(*field.shape[:2], 2, 2) * weight[..., None]).reshape(field.shape)
+    num = cv2.resize(weighted, (gw, gh), interpolation=interp).reshape(gh, gw, 2, 2)
     cover = cv2.resize(weight, (gw, gh), interpolation=interp).reshape(gh, gw, 2)
-    den = np.repeat(cover, 2, axis=2)
     out_mask = cover >= 0.5
-    vectors = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-    vectors *= np.array(scale_xy * 2, np.float32)
-    vectors *= np.repeat(out_mask, 2, axis=2)
-    return vectors, out_mask
+    # Mean over the covered area, scaled to the new grid's pixels; 0 where the cell keeps no vector.
+    vectors = num * (np.float32(1) / np.maximum(cover, 1e-6))[..., None] * np.array(scale_xy, np.float32)
+    vectors *= out_mask[..., None]
+    return vectors.reshape(gh, gw, 4), out_mask
 
 
 def _pixel_field(cells: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -157,7 +157,7 @@ def predict(
     use[..., PAST] &= past is not None
     use[..., FUTURE] &= future is not None
     # A zero displacement where a cell has no vector makes the warp itself the co-located fallback.
-    d = field * np.repeat(use, 2, axis=2)
+    d = (field.reshape(*field.shape[:2], 2, 2) * use[..., None]).reshape(field.shape)
     if not use[..., FUTURE].any():
         return warp(past, _pixel_field(d[..., 0:2], h, w))
     if not use[..., PAST].any() and past is None:
