@@ -142,10 +142,12 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 def extract_video(
     path: str | os.PathLike, store: Store, key: str, config: ExtractConfig, *,
-    attrs: dict | None = None, on_frame: Callable[[], None] | None = None,
+    attrs: dict | None = None, sha256: str | None = None, on_frame: Callable[[], None] | None = None,
 ) -> int:
     """Extract one video into ``videos/<key>``; returns its frame count. On any error the partial
-    group is removed and the error re-raised (``VideoError`` for a bad file)."""
+    group is removed and the error re-raised (``VideoError`` for a bad file).
+
+    sha256: the source's digest, when the caller has already computed it."""
     path = os.fspath(path)
     info = probe(path)
     if info.width < 16 or info.height < 16:
@@ -153,7 +155,7 @@ def extract_video(
     w, h = stored_size(info.width, info.height, config.size)
     mods = set(config.modalities)
     pixels = bool(mods & {"frames", "residual", "accumulated"})
-    sha = sha256_of(path)
+    sha = sha256 or sha256_of(path)
     video_attrs = {
         **(attrs or {}), "fps": info.fps, "width": info.width, "height": info.height,
         "codec": info.codec, "sha256": sha, "source_bytes": os.path.getsize(path),
@@ -216,11 +218,12 @@ def extract(
     for rel in bar:
         key, path = keys[rel], src_dir / rel
         try:
-            if key in store and store[key].attrs.get("sha256") == sha256_of(path):
+            sha = sha256_of(path) if key in store else None
+            if sha and store[key].attrs.get("sha256") == sha:
                 report.skipped.append(key)
                 continue
             attrs = {"source": rel, "label": label_of(rel, config.labels)}
-            report.frames += extract_video(path, store, key, config, attrs=attrs, on_frame=tick)
+            report.frames += extract_video(path, store, key, config, attrs=attrs, sha256=sha, on_frame=tick)
             report.extracted.append(key)
         except (VideoError, OSError) as e:
             reason = e.reason if isinstance(e, VideoError) else (e.strerror or str(e))

@@ -31,10 +31,10 @@ from zarr.codecs import ZstdCodec
 
 from .codecs import JpegCodec
 from .errors import StoreError
+from .features import FRAME_TYPE_CODES
 from .motion import frame_difference
 
 SCHEMA = 1
-FRAME_TYPE_CODES = {"I": 0, "P": 1, "B": 2, "?": 3}
 MV_STEP = 8  # vectors are stored rounded to 1/MV_STEP px: exact in float16 up to 256 px
 
 
