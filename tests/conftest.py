@@ -33,6 +33,13 @@ def bframe_video(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bframe_mpeg4_video(tmp_path_factory) -> Path:
+    """The same kind of clip in MPEG-4 Part 2 (FFmpeg's mpeg4 encoder, 2 B-frames) in AVI."""
+    frames = render("zoom_in", np.random.default_rng(8), num_frames=60, width=320, height=240)
+    return encode_video(tmp_path_factory.mktemp("bframes") / "zoom.avi", frames, codec="mpeg4", bframes=2, gop=24)
+
+
+@pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """Four synthetic labelled videos (two classes), H.264 with B-frames."""
     from mvtools.synth import make_dataset

@@ -62,7 +62,9 @@ def test_pixel_decode_gives_the_same_vectors(real_mpeg4):
         np.testing.assert_array_equal(a.motion_vectors, b.motion_vectors)
 
 
-def test_bframe_vectors_exact_against_single_threaded_ffmpeg(bframe_video):
+@pytest.mark.parametrize("fixture", ["bframe_video", "bframe_mpeg4_video"])
+def test_bframe_vectors_exact_against_single_threaded_ffmpeg(fixture, request):
+    bframe_video = request.getfixturevalue(fixture)
     ours = list(iter_motion(bframe_video, decode_frames=False))
     ref = single_threaded_reference(bframe_video)
     assert len(ours) == len(ref) == 60
@@ -85,6 +87,20 @@ def test_bframe_vectors_agree_with_mvextractor(bframe_video):
         if not unmatched:
             break
     assert not unmatched, f"frames never matching mvextractor: {sorted(unmatched)}"
+
+
+def test_mpeg4_bframes_agree_with_mvextractor_but_one_known_case(bframe_mpeg4_video):
+    # With two consecutive MPEG-4 B-frames, mvextractor (which bundles another FFmpeg) returns other
+    # vectors for the B-frame right after an I/P frame, the same in every run; single-threaded FFmpeg,
+    # the reference for B-frame video, is matched exactly by the test above. Everything else must agree.
+    ours = list(iter_motion(bframe_mpeg4_video, decode_frames=False))
+    ref = mvextractor_records(bframe_mpeg4_video)
+    types = "".join(r.pict_type for r in ours)
+    assert types == "".join(t for _, t in ref)
+    differ = [i for i, (r, (m, _)) in enumerate(zip(ours, ref)) if not np.array_equal(r.motion_vectors, m)]
+    known = all(types[i] == "B" and types[i - 1] in "IP" for i in differ)
+    assert known, f"frames differing outside the known case: {differ}"
+    assert len(differ) < types.count("B")
 
 
 def test_records_in_display_order(bframe_video):
