@@ -18,6 +18,12 @@ import numpy as np
 
 from .errors import VideoError
 
+#: Decoders that can export motion vectors (FFmpeg's H.264 and mpegvideo-based decoders).
+MV_CODECS = frozenset({
+    "h264", "mpeg4", "mpeg1video", "mpeg2video", "h263", "h263p", "flv", "msmpeg4", "msmpeg4v1", "msmpeg4v2",
+    "wmv1", "wmv2",
+})
+
 # FFmpeg's AVMotionVector, as laid out in memory (libavutil/motion_vector.h).
 AV_MOTION_VECTOR = np.dtype(
     {
@@ -48,6 +54,11 @@ class VideoInfo:
     fps: float
     num_frames: int  # from the container; 0 when it does not say
     duration: float  # seconds; 0.0 when unknown
+    rotation: int = 0  # degrees counter-clockwise a player applies (display matrix); arrays stay as coded
+
+    @property
+    def exports_motion_vectors(self) -> bool:
+        return self.codec in MV_CODECS
 
 
 @dataclass
@@ -77,7 +88,8 @@ def motion_vectors_from_side_data(side_data) -> np.ndarray:
     return out
 
 
-def _open(path: str | os.PathLike):
+def check_file(path: str | os.PathLike) -> None:
+    """Raise ``VideoError`` unless path is a readable, non-empty regular file."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise VideoError(path, "file not found" if not os.path.islink(path) else "broken symlink")
@@ -87,6 +99,11 @@ def _open(path: str | os.PathLike):
         raise VideoError(path, "permission denied")
     if os.path.getsize(path) == 0:
         raise VideoError(path, "empty file (0 bytes)")
+
+
+def _open(path: str | os.PathLike):
+    path = os.fspath(path)
+    check_file(path)
     try:
         container = av.open(path, metadata_errors="ignore")
     except av.FFmpegError as e:
@@ -114,7 +131,21 @@ def _info(path: str, stream) -> VideoInfo:
         fps=float(rate),
         num_frames=int(stream.frames or 0),
         duration=duration,
+        rotation=_rotation(stream),
     )
+
+
+def _rotation(stream) -> int:
+    """The display matrix's rotation in degrees (0, 90, 180, 270), from the stream's side data."""
+    try:
+        matrix = stream.side_data.get("DISPLAYMATRIX") if hasattr(stream, "side_data") else None
+        if matrix is None:
+            return 0
+        m = np.frombuffer(bytes(matrix), "<i4")
+        angle = np.degrees(np.arctan2(m[1] / 65536.0, m[0] / 65536.0))
+        return int(round(-angle / 90.0)) % 4 * 90
+    except (AttributeError, ValueError, TypeError):
+        return 0
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
@@ -165,6 +196,30 @@ def iter_motion(
             raise VideoError(path, f"truncated: decoded {index} of {expected} frames")
     finally:
         container.close()
+
+
+def transcode_h264(src: str | os.PathLike, dst: str | os.PathLike, *, crf: int = 18) -> None:
+    """Re-encode src's first video stream to H.264 (libx264, one thread) at dst, keeping its timestamps:
+    for codecs whose motion vectors FFmpeg cannot export (HEVC, VP9, AV1...). Odd sizes lose a pixel."""
+    src = os.fspath(src)
+    with _open(src) as inp:
+        stream = inp.streams.video[0]
+        stream.thread_type = "AUTO"
+        ctx = stream.codec_context
+        width, height = ctx.width - ctx.width % 2, ctx.height - ctx.height % 2
+        try:
+            with av.open(os.fspath(dst), "w") as out:
+                enc = out.add_stream("libx264", rate=stream.average_rate or stream.guessed_rate or 25)
+                enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+                enc.codec_context.time_base = stream.time_base
+                enc.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+                for frame in inp.decode(stream):
+                    out_frame = frame.reformat(width=width, height=height, format="yuv420p")
+                    out_frame.pts, out_frame.time_base = frame.pts, stream.time_base
+                    out.mux(enc.encode(out_frame))
+                out.mux(enc.encode())
+        except av.FFmpegError as e:
+            raise VideoError(src, f"transcoding to H.264 failed ({_reason(e)})") from None
 
 
 def iter_keyframes(path: str | os.PathLike, *, frame_size: tuple[int, int] | None = None):

@@ -6,19 +6,22 @@ same ``extract_video`` function across workers.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .decode import iter_keyframes, iter_motion, probe
+from .decode import check_file, iter_keyframes, iter_motion, probe, transcode_h264
 from .errors import StoreError, VideoError
 from .features import FRAME_TYPE_CODES, iter_features, stored_size
-from .store import Store, create_store
+from .store import Store, create_store, open_store
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts",
@@ -74,12 +77,59 @@ class ExtractConfig:
         return s
 
 
+@dataclass(frozen=True)
+class Job:
+    """One video to extract. ``expect_sha256``: the digest of the copy already complete in the store
+    (the task skips the video if its source still has it)."""
+
+    rel: str
+    key: str
+    path: str
+    label: str | None = None
+    split: str | None = None
+    expect_sha256: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What a task returns to the driver: small, never arrays."""
+
+    rel: str
+    key: str
+    frames: int = 0
+    seconds: float = 0.0
+    skipped: bool = False
+    transcoded: bool = False
+    error: str | None = None
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    orphans: list[str]  # incomplete groups no job will rewrite: removed before the run
+
+
 @dataclass
 class Report:
     extracted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # relative path -> reason
+    transcoded: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
     frames: int = 0
+    seconds: float = 0.0  # wall time of the extraction itself
+    startup_seconds: float = 0.0  # Ray start-up, when the run started Ray
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.error is not None:
+            self.failed[outcome.rel] = outcome.error
+        elif outcome.skipped:
+            self.skipped.append(outcome.key)
+        else:
+            self.extracted.append(outcome.key)
+            self.frames += outcome.frames
+            if outcome.transcoded:
+                self.transcoded.append(outcome.key)
 
 
 def discover(src_dir: str | os.PathLike) -> list[str]:
@@ -142,24 +192,41 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 def extract_video(
     path: str | os.PathLike, store: Store, key: str, config: ExtractConfig, *,
-    attrs: dict | None = None, sha256: str | None = None, on_frame: Callable[[], None] | None = None,
+    attrs: dict | None = None, sha256: str | None = None, transcode: str = "auto",
 ) -> int:
     """Extract one video into ``videos/<key>``; returns its frame count. On any error the partial
     group is removed and the error re-raised (``VideoError`` for a bad file).
 
-    sha256: the source's digest, when the caller has already computed it."""
+    sha256: the source's digest, when the caller has already computed it.
+    transcode: "auto" re-encodes codecs whose vectors FFmpeg cannot export (HEVC, VP9, AV1...) to H.264
+        in a temporary file first and records ``transcoded: true``; "never" makes them a ``VideoError``.
+    """
     path = os.fspath(path)
+    info = probe(path)
+    if not info.exports_motion_vectors:
+        if transcode != "auto":
+            raise VideoError(path, f"codec {info.codec} carries no motion vectors FFmpeg can export "
+                                   "(--transcode auto re-encodes it to H.264)")
+        with tempfile.TemporaryDirectory(prefix="mvtools-") as tmp:
+            h264 = os.path.join(tmp, "transcoded.mp4")
+            transcode_h264(path, h264)
+            attrs = {**(attrs or {}), "codec": info.codec, "transcoded": True, "rotation": info.rotation}
+            return _extract_decodable(h264, store, key, config, attrs, sha256 or sha256_of(path),
+                                      os.path.getsize(path))
+    attrs = {**(attrs or {}), "codec": info.codec, "transcoded": False, "rotation": info.rotation}
+    return _extract_decodable(path, store, key, config, attrs, sha256 or sha256_of(path), os.path.getsize(path))
+
+
+def _extract_decodable(path, store, key, config, attrs, sha, source_bytes) -> int:
     info = probe(path)
     if info.width < 16 or info.height < 16:
         raise VideoError(path, f"frame size {info.width}x{info.height} is too small")
     w, h = stored_size(info.width, info.height, config.size)
     mods = set(config.modalities)
     pixels = bool(mods & {"frames", "residual", "accumulated"})
-    sha = sha256 or sha256_of(path)
     video_attrs = {
-        **(attrs or {}), "fps": info.fps, "width": info.width, "height": info.height,
-        "codec": info.codec, "sha256": sha, "source_bytes": os.path.getsize(path),
-        "stored_width": w, "stored_height": h,
+        **attrs, "fps": info.fps, "width": info.width, "height": info.height,
+        "sha256": sha, "source_bytes": source_bytes, "stored_width": w, "stored_height": h,
     }
     writer = store.begin_video(key, h, w, video_attrs, expected_frames=info.num_frames)
     try:
@@ -183,8 +250,6 @@ def extract_video(
                     writer.append_keyframe(f.index, f.frame)
                 else:
                     intra_pts[round(f.pts, 6)] = f.index
-            if on_frame:
-                on_frame()
         for pts, frame in iter_keyframes(path, frame_size=(w, h)) if intra_pts else ():
             if round(pts, 6) in intra_pts:
                 writer.append_keyframe(intra_pts[round(pts, 6)], frame)
@@ -195,51 +260,127 @@ def extract_video(
     return writer.num_frames
 
 
+def select(relpaths: Iterable[str], include: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[str]:
+    """Relative paths matching any ``include`` glob (all when none) and no ``exclude`` glob."""
+    include, exclude = list(include), list(exclude)
+    return [
+        p for p in relpaths
+        if (not include or any(fnmatch.fnmatch(p, g) for g in include))
+        and not any(fnmatch.fnmatch(p, g) for g in exclude)
+    ]
+
+
+def plan(
+    src_dir: str | os.PathLike, store: Store, config: ExtractConfig, *,
+    include: Iterable[str] = (), exclude: Iterable[str] = (), annotations: Mapping[str, tuple] | None = None,
+) -> Plan:
+    """The jobs of a run: every selected video, with the digest of its complete copy (if any) so that the
+    task can skip it; and the orphans, incomplete groups (an interrupted run's) that no job rewrites.
+
+    annotations: relative path -> (label, split) from a dataset recipe; overrides folder labels.
+    """
+    src_dir = Path(src_dir)
+    relpaths = select(discover(src_dir), include, exclude)
+    if annotations is not None:
+        relpaths = [p for p in relpaths if p in annotations]
+    keys = video_keys(relpaths)
+    complete = {k: store[k].attrs.get("sha256") for k in store.keys()}
+    jobs = []
+    for rel in relpaths:
+        label, split = annotations[rel] if annotations is not None else (label_of(rel, config.labels), None)
+        jobs.append(Job(rel=rel, key=keys[rel], path=str(src_dir / rel), label=label, split=split,
+                        expect_sha256=complete.get(keys[rel])))
+    scheduled = {j.key for j in jobs}
+    orphans = [k for k in store.incomplete() if k not in scheduled]
+    return Plan(jobs=jobs, orphans=orphans)
+
+
+def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "auto") -> Outcome:
+    """Extract one job's video into the store; a bad video comes back as an ``Outcome`` with its
+    reason, never as an exception. Runs in a Ray task or in the driver."""
+    start = time.perf_counter()
+    try:
+        check_file(job.path)
+        sha = sha256_of(job.path)
+        if job.expect_sha256 == sha:
+            return Outcome(job.rel, job.key, skipped=True)
+        store = open_store(store_path, mode="r+")
+        attrs = {"source": job.rel, "label": job.label}
+        if job.split is not None:
+            attrs["split"] = job.split
+        frames = extract_video(job.path, store, job.key, config, attrs=attrs, sha256=sha, transcode=transcode)
+        transcoded = bool(store[job.key].attrs.get("transcoded"))
+        return Outcome(job.rel, job.key, frames=frames, seconds=time.perf_counter() - start, transcoded=transcoded)
+    except VideoError as e:
+        return Outcome(job.rel, job.key, error=e.reason)
+    except OSError as e:  # unreadable file, vanished between discovery and extraction...
+        return Outcome(job.rel, job.key, error=f"{e.strerror or e}")
+
+
 def extract(
     src_dir: str | os.PathLike, store_path: str | os.PathLike, config: ExtractConfig = ExtractConfig(),
-    *, progress: bool = True,
+    *, progress: bool = True, include: Iterable[str] = (), exclude: Iterable[str] = (),
+    transcode: str = "auto", annotations: Mapping[str, tuple] | None = None,
 ) -> Report:
-    """Extract every video under src_dir into the store at store_path (created if absent).
+    """Extract every video under src_dir into the store at store_path (created if absent), in this
+    process (``mvtools.pipeline.extract_parallel`` runs the same jobs on Ray).
 
     Videos already complete with the same source sha256 are skipped; failures are recorded in the
     store's ``failures`` attribute and in the returned report, and the job goes on.
     """
-    src_dir = Path(src_dir)
-    relpaths = discover(src_dir)
-    keys = video_keys(relpaths)
     store = create_store(store_path, config.settings())
-    report = Report()
-    bar = tqdm(relpaths, desc="extract", unit="video", disable=not progress, dynamic_ncols=True)
-    frames_bar = {"n": 0}
-
-    def tick():
-        frames_bar["n"] += 1
-
-    for rel in bar:
-        key, path = keys[rel], src_dir / rel
-        try:
-            sha = sha256_of(path) if key in store else None
-            if sha and store[key].attrs.get("sha256") == sha:
-                report.skipped.append(key)
-                continue
-            attrs = {"source": rel, "label": label_of(rel, config.labels)}
-            report.frames += extract_video(path, store, key, config, attrs=attrs, sha256=sha, on_frame=tick)
-            report.extracted.append(key)
-        except (VideoError, OSError) as e:
-            reason = e.reason if isinstance(e, VideoError) else (e.strerror or str(e))
-            report.failed[rel] = reason
-            tqdm.write(f"skipped {path}: {reason}") if progress else None
-        rate = frames_bar["n"] / max(bar.format_dict.get("elapsed") or 1e-9, 1e-9)
-        bar.set_postfix(frames_per_s=f"{rate:.0f}", failed=len(report.failed))
-    _finish(store, report)
+    work = plan(src_dir, store, config, include=include, exclude=exclude, annotations=annotations)
+    report = Report(orphans=remove_orphans(store, work.orphans))
+    start = time.perf_counter()
+    with Progress(len(work.jobs), progress) as bar:
+        for job in work.jobs:
+            outcome = run_job(job, store.path, config, transcode)
+            report.add(outcome)
+            bar.done(outcome)
+    report.seconds = time.perf_counter() - start
+    finish(store, report)
     return report
 
 
-def _finish(store: Store, report: Report) -> None:
+def remove_orphans(store: Store, keys: Iterable[str]) -> list[str]:
+    removed = []
+    for key in keys:
+        store.remove_video(key)
+        removed.append(key)
+    return removed
+
+
+class Progress:
+    """tqdm over videos, showing frames/s and failures so far."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.bar = tqdm(total=total, desc="extract", unit="video", disable=not enabled, dynamic_ncols=True)
+        self.frames = 0
+        self.failures = 0
+        self.enabled = enabled
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+
+    def done(self, outcome: Outcome) -> None:
+        if outcome.error is not None:
+            self.failures += 1
+            if self.enabled:
+                tqdm.write(f"failed {outcome.rel}: {outcome.error}")
+        self.frames += outcome.frames
+        elapsed = self.bar.format_dict.get("elapsed") or 1e-9
+        self.bar.update(1)
+        self.bar.set_postfix(frames_per_s=f"{self.frames / max(elapsed, 1e-9):.0f}", failed=self.failures)
+
+
+def finish(store: Store, report: Report) -> None:
     """Root metadata, written once by the driver: the label set and the failures of this run."""
     labels = {store[k].attrs.get("label") for k in store} - {None}
-    store.root.attrs.update({"labels": sorted(labels), "failures": report.failed})
+    store.root.attrs.update({"labels": sorted(labels), "failures": dict(sorted(report.failed.items()))})
 
 
-__all__ = ["DEFAULT_MODALITIES", "ExtractConfig", "MODALITIES", "Report", "StoreError", "discover", "extract",
-           "extract_video", "label_of", "sanitize", "video_keys"]
+__all__ = ["DEFAULT_MODALITIES", "ExtractConfig", "Job", "MODALITIES", "Outcome", "Plan", "Report", "StoreError",
+           "discover", "extract", "extract_video", "label_of", "plan", "run_job", "sanitize", "select", "video_keys"]
