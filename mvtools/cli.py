@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--residual-quality", type=int, help="JPEG quality of residuals (default 95)")
     ex.add_argument("--lossless", action="store_true", default=None,
                     help="store frames (zstd) and residuals (int16, zstd) losslessly: ~3x more bytes")
+    ex.add_argument("--workers", type=int, default=None,
+                    help="CPUs of the local Ray (default: all cores); 0 runs in this process without Ray")
+    ex.add_argument("--address", metavar="ADDR",
+                    help="run on an existing Ray cluster ('auto' or ray://host:port); SRC_DIR and STORE must be "
+                         "paths every node sees")
+    ex.add_argument("--include", action="append", default=[], metavar="GLOB",
+                    help="only relative paths matching this glob (repeatable), e.g. 'Basketball*/*'")
+    ex.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip matching paths (repeatable)")
+    ex.add_argument("--transcode", choices=("auto", "never"), default="auto",
+                    help="HEVC, VP9, AV1...: FFmpeg exports no vectors for them; 'auto' (default) re-encodes them to "
+                         "H.264 on the fly and records transcoded=true, 'never' makes them failures")
+    ex.add_argument("--dry-run", action="store_true", help="list what would be done, write nothing")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = sub.add_parser("info", help="summarise a store: videos, frames, bytes, settings")
@@ -94,12 +106,64 @@ def _extract(args) -> int:
     except (ValueError, OSError) as e:
         print(f"mvtools extract: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    report = extract(args.src_dir, args.output, config, progress=not args.quiet)
-    print(f"{len(report.extracted)} extracted ({report.frames} frames), {len(report.skipped)} already complete, "
-          f"{len(report.failed)} failed -> {args.output}")
+    if args.workers is not None and args.workers < 0:
+        print("mvtools extract: error: --workers must be >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    selection = {"include": args.include, "exclude": args.exclude}
+    if args.dry_run:
+        return _dry_run(args, config, selection)
+    common = {**selection, "transcode": args.transcode, "progress": not args.quiet}
+    if args.workers == 0 and not args.address:
+        report = extract(args.src_dir, args.output, config, **common)
+    else:
+        from .pipeline import extract_parallel
+
+        report = extract_parallel(args.src_dir, args.output, config, workers=args.workers, address=args.address,
+                                  **common)
+    _summary(report, args.output)
+    return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def _dry_run(args, config, selection) -> int:
+    import os
+
+    from .extract import plan
+    from .store import create_store, open_store
+
+    exists = os.path.exists(os.path.join(args.output, "zarr.json"))
+    store = open_store(args.output) if exists else None
+    if store is not None:
+        create_store(args.output, config.settings())  # refuses other settings, writes nothing here
+    work = plan(args.src_dir, store, config, **selection)
+    check = [j for j in work.jobs if j.expect_sha256]
+    new = [j for j in work.jobs if not j.expect_sha256]
+    print(f"dry run: {len(work.jobs)} videos under {args.src_dir} -> {args.output}")
+    print(f"  {len(new)} to extract, {len(check)} already complete (skipped if their content is unchanged), "
+          f"{len(work.orphans)} interrupted leftovers to remove")
+    for job in new[:20]:
+        print(f"  + {job.rel} -> videos/{job.key} (label {job.label})")
+    if len(new) > 20:
+        print(f"  ... and {len(new) - 20} more")
+    return EXIT_OK
+
+
+def _summary(report, output) -> None:
+    rate = report.frames / report.seconds if report.seconds else 0.0
+    rows = [
+        ("extracted", f"{len(report.extracted)} videos, {report.frames} frames"),
+        ("already complete", f"{len(report.skipped)}"),
+        ("transcoded to H.264", f"{len(report.transcoded)}"),
+        ("failed", f"{len(report.failed)}"),
+        ("interrupted leftovers removed", f"{len(report.orphans)}"),
+        ("time", f"{report.seconds:.1f} s ({rate:.0f} frames/s)"
+                 + (f" + {report.startup_seconds:.1f} s Ray start-up" if report.startup_seconds else "")),
+        ("store", str(output)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
     for rel, reason in report.failed.items():
         print(f"  failed: {rel}: {reason}")
-    return EXIT_SOME_FAILED if report.failed else EXIT_OK
 
 
 def _human(n: float) -> str:
@@ -119,7 +183,8 @@ def _info(args) -> int:
         return EXIT_OK
     ratio = summary["bytes"] / summary["source_bytes"] if summary["source_bytes"] else float("nan")
     print(f"store     {summary['path']} (schema {summary['schema']})")
-    print(f"videos    {summary['videos']} complete, {len(summary['incomplete'])} incomplete")
+    print(f"videos    {summary['videos']} complete, {len(summary['failed'])} failed, "
+          f"{len(summary['incomplete'])} pending (interrupted: rerun extract)")
     print(f"frames    {summary['frames']}")
     print(f"bytes     {_human(summary['bytes'])} ({ratio:.2f}x the sources' {_human(summary['source_bytes'])})")
     for name, size in summary["bytes_per_array"].items():

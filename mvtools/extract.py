@@ -271,7 +271,7 @@ def select(relpaths: Iterable[str], include: Iterable[str] = (), exclude: Iterab
 
 
 def plan(
-    src_dir: str | os.PathLike, store: Store, config: ExtractConfig, *,
+    src_dir: str | os.PathLike, store: Store | None, config: ExtractConfig, *,
     include: Iterable[str] = (), exclude: Iterable[str] = (), annotations: Mapping[str, tuple] | None = None,
 ) -> Plan:
     """The jobs of a run: every selected video, with the digest of its complete copy (if any) so that the
@@ -284,14 +284,14 @@ def plan(
     if annotations is not None:
         relpaths = [p for p in relpaths if p in annotations]
     keys = video_keys(relpaths)
-    complete = {k: store[k].attrs.get("sha256") for k in store.keys()}
+    complete = {k: store[k].attrs.get("sha256") for k in store.keys()} if store is not None else {}
     jobs = []
     for rel in relpaths:
         label, split = annotations[rel] if annotations is not None else (label_of(rel, config.labels), None)
         jobs.append(Job(rel=rel, key=keys[rel], path=str(src_dir / rel), label=label, split=split,
                         expect_sha256=complete.get(keys[rel])))
     scheduled = {j.key for j in jobs}
-    orphans = [k for k in store.incomplete() if k not in scheduled]
+    orphans = [k for k in store.incomplete() if k not in scheduled] if store is not None else []
     return Plan(jobs=jobs, orphans=orphans)
 
 

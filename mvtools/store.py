@@ -332,6 +332,7 @@ def info(path: str | os.PathLike) -> dict:
         "schema": store.attrs["mvtools_schema"],
         "videos": len(keys),
         "incomplete": store.incomplete(),
+        "failed": dict(store.attrs.get("failures", {})),
         "frames": frames,
         "bytes": disk_bytes(store.path),
         "bytes_per_array": dict(sorted(per_array.items())),

@@ -19,14 +19,14 @@ def test_synth_extract_info_end_to_end(tmp_path):
     assert len(list((tmp_path / "v").rglob("*.mp4"))) == 3
     (tmp_path / "v" / "left" / "bad.mp4").write_text("nope")
     out = run("extract", tmp_path / "v", "-o", tmp_path / "s.zarr", "--quiet", check_rc=3)
-    assert "3 extracted" in out.stdout and "left/bad.mp4" in out.stdout
+    assert "3 videos, 60 frames" in out.stdout and "left/bad.mp4" in out.stdout
     summary = json.loads(run("info", tmp_path / "s.zarr", "--json", check_rc=0).stdout)
     assert summary["videos"] == 3 and summary["frames"] == 60
     (tmp_path / "v" / "left" / "bad.mp4").unlink()
     out = run("extract", tmp_path / "v", "-o", tmp_path / "s.zarr", "--quiet", check_rc=0)
-    assert "3 already complete" in out.stdout
+    assert "already complete               3" in out.stdout
     text = run("info", tmp_path / "s.zarr", check_rc=0).stdout
-    assert "3 complete" in text and "frames    60" in text
+    assert "3 complete, 0 failed, 0 pending" in text and "frames    60" in text
 
 
 def test_usage_errors_exit_2(tmp_path):
