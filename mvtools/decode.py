@@ -7,6 +7,7 @@ across videos, not inside one decoder.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ class VideoInfo:
     fps: float
     num_frames: int  # from the container; 0 when it does not say
     duration: float  # seconds; 0.0 when unknown
-    rotation: int = 0  # degrees counter-clockwise a player applies (display matrix); arrays stay as coded
+    rotation: int = 0  # display-matrix rotation in degrees, as FFmpeg reports it; arrays stay as coded
 
     @property
     def exports_motion_vectors(self) -> bool:
@@ -131,27 +132,26 @@ def _info(path: str, stream) -> VideoInfo:
         fps=float(rate),
         num_frames=int(stream.frames or 0),
         duration=duration,
-        rotation=_rotation(stream),
     )
 
 
-def _rotation(stream) -> int:
-    """The display matrix's rotation in degrees (0, 90, 180, 270), from the stream's side data."""
+def _rotation(container, stream) -> int:
+    """Degrees of the display matrix (FFmpeg's av_display_rotation_get, via the first decoded frame)."""
     try:
-        matrix = stream.side_data.get("DISPLAYMATRIX") if hasattr(stream, "side_data") else None
-        if matrix is None:
-            return 0
-        m = np.frombuffer(bytes(matrix), "<i4")
-        angle = np.degrees(np.arctan2(m[1] / 65536.0, m[0] / 65536.0))
-        return int(round(-angle / 90.0)) % 4 * 90
-    except (AttributeError, ValueError, TypeError):
+        for frame in container.decode(stream):
+            return int(round(frame.rotation or 0))
+    except (av.FFmpegError, AttributeError):
         return 0
+    return 0
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Read the container header only: codec, size, frame rate, frame count."""
+    """Read the container header (codec, size, frame rate, frame count) and the first frame's rotation."""
     with _open(path) as container:
-        return _info(os.fspath(path), container.streams.video[0])
+        stream = container.streams.video[0]
+        info = _info(os.fspath(path), stream)
+        stream.codec_context.options = dict(_PIXEL_FREE_OPTIONS)
+        return dataclasses.replace(info, rotation=_rotation(container, stream))
 
 
 def iter_motion(

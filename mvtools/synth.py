@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -39,11 +40,16 @@ def encode_video(
     crf: int = 23,
     faststart: bool = False,
     refs: int | None = None,
+    rotation: int = 0,
+    pts: Iterable[int] | None = None,
 ) -> Path:
     """Encode RGB uint8 frames (H, W, 3) to a video file with PyAV; deterministic (one encoder thread).
 
     refs: reference frames per P-frame for libx264 (its preset's default when None).
+    rotation: display rotation written into the container (degrees).
+    pts: per-frame timestamps in milliseconds, for variable frame rate (the stream's time base is 1/1000).
     """
+    pts = iter(pts) if pts is not None else None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "+faststart"} if faststart else {}
@@ -57,11 +63,17 @@ def encode_video(
                 stream.thread_count = 1
                 stream.codec_context.gop_size = gop
                 stream.codec_context.max_b_frames = bframes
+                if rotation:
+                    stream.set_display_rotation(rotation)
+                if pts is not None:
+                    stream.codec_context.time_base = Fraction(1, 1000)
                 if codec == "libx264":
                     stream.options = {"crf": str(crf), "preset": "fast", "threads": "1"}
                     if refs:
                         stream.options = {**stream.options, "refs": str(refs)}
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = next(pts), Fraction(1, 1000)
             container.mux(stream.encode(frame))
         if stream is not None:
             container.mux(stream.encode())
