@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--transcode", choices=("auto", "never"), default="auto",
                     help="HEVC, VP9, AV1...: FFmpeg exports no vectors for them; 'auto' (default) re-encodes them to "
                          "H.264 on the fly and records transcoded=true, 'never' makes them failures")
+    ex.add_argument("--recipe", choices=("ucf101", "hmdb51", "kinetics400", "ssv2", "diving48"),
+                    help="labels and splits from the dataset's annotation files (only the videos they list)")
+    ex.add_argument("--split", type=int, help="the recipe's split (UCF101, HMDB51: 1-3; default 1)")
+    ex.add_argument("--annotations", metavar="DIR",
+                    help="folder holding the recipe's annotation files (default: SRC_DIR), searched recursively")
     ex.add_argument("--dry-run", action="store_true", help="list what would be done, write nothing")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -110,6 +115,11 @@ def _extract(args) -> int:
         print("mvtools extract: error: --workers must be >= 0", file=sys.stderr)
         return EXIT_USAGE
     selection = {"include": args.include, "exclude": args.exclude}
+    try:
+        selection["annotations"] = _annotations(args)
+    except (ValueError, OSError) as e:
+        print(f"mvtools extract: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if args.dry_run:
         return _dry_run(args, config, selection)
     common = {**selection, "transcode": args.transcode, "progress": not args.quiet}
@@ -122,6 +132,21 @@ def _extract(args) -> int:
                                   **common)
     _summary(report, args.output)
     return EXIT_SOME_FAILED if report.failed else EXIT_OK
+
+
+def _annotations(args):
+    from .extract import read_yaml
+    from .recipes import annotations
+
+    recipe, split = args.recipe, args.split
+    if args.config:
+        data = read_yaml(args.config)
+        recipe, split = recipe or data.get("recipe"), split or data.get("split")
+    if recipe is None:
+        if split is not None:
+            raise ValueError("--split needs --recipe")
+        return None
+    return annotations(recipe, args.annotations or args.src_dir, split or 1)
 
 
 def _dry_run(args, config, selection) -> int:

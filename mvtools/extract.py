@@ -57,11 +57,9 @@ class ExtractConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides) -> ExtractConfig:
-        """A recipe from pipelines/ (YAML keys = field names), with explicit overrides on top."""
-        import yaml
-
-        with open(path) as f:
-            recipe = yaml.safe_load(f) or {}
+        """A recipe from pipelines/ (YAML keys = field names; ``recipe``/``split`` are the CLI's), with
+        explicit overrides on top."""
+        recipe = {k: v for k, v in read_yaml(path).items() if k not in ("recipe", "split")}
         unknown = set(recipe) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
@@ -75,6 +73,16 @@ class ExtractConfig:
         s.pop("labels")
         s["modalities"] = sorted(self.modalities)
         return s
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of settings")
+    return data
 
 
 @dataclass(frozen=True)
@@ -277,11 +285,13 @@ def plan(
     """The jobs of a run: every selected video, with the digest of its complete copy (if any) so that the
     task can skip it; and the orphans, incomplete groups (an interrupted run's) that no job rewrites.
 
-    annotations: relative path -> (label, split) from a dataset recipe; overrides folder labels.
+    annotations: file stem -> (label, split) from a dataset recipe (``mvtools.recipes``); only the videos
+        it lists are extracted, with its labels instead of folder names.
     """
     src_dir = Path(src_dir)
     relpaths = select(discover(src_dir), include, exclude)
     if annotations is not None:
+        annotations = {rel: annotations[Path(rel).stem] for rel in relpaths if Path(rel).stem in annotations}
         relpaths = [p for p in relpaths if p in annotations]
     keys = video_keys(relpaths)
     complete = {k: store[k].attrs.get("sha256") for k in store.keys()} if store is not None else {}

@@ -100,6 +100,8 @@ def test_yaml_recipes_fill_the_config_and_flags_override(tmp_path):
     assert ExtractConfig.from_yaml(root / "extract.yaml") == ExtractConfig()
     mv_only = ExtractConfig.from_yaml(root / "mv_only.yaml", size=64)
     assert mv_only.modalities == ("mv", "keyframes") and mv_only.size == 64
+    for recipe in ("ucf101", "hmdb51", "kinetics400", "ssv2", "diving48"):
+        assert ExtractConfig.from_yaml(root / f"{recipe}.yaml").size == 128
     bad = tmp_path / "bad.yaml"
     bad.write_text("size: 128\nsharpness: 3\n")
     with pytest.raises(ValueError, match="sharpness"):
