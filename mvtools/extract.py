@@ -7,6 +7,7 @@ same ``extract_video`` function across workers.
 from __future__ import annotations
 
 import fnmatch
+import gc
 import hashlib
 import os
 import re
@@ -237,8 +238,9 @@ def _extract_decodable(path, store, key, config, attrs, sha, source_bytes) -> in
         "sha256": sha, "source_bytes": source_bytes, "stored_width": w, "stored_height": h,
     }
     writer = store.begin_video(key, h, w, video_attrs, expected_frames=info.num_frames)
+    garbage = FrameGarbage()
     try:
-        records = iter_motion(path, decode_frames=pixels, frame_size=(w, h))
+        records = garbage.collecting(iter_motion(path, decode_frames=pixels, frame_size=(w, h)))
         features = iter_features(records, (info.width, info.height), (w, h),
                                  residuals="residual" in mods, accumulate="accumulated" in mods)
         intra_pts = {}
@@ -265,7 +267,33 @@ def _extract_decodable(path, store, key, config, attrs, sha, source_bytes) -> in
     except BaseException:
         store.remove_video(key)
         raise
+    finally:
+        garbage.close()
     return writer.num_frames
+
+
+class FrameGarbage:
+    """Keeps a long decode's memory flat.
+
+    Reading a PyAV frame's side data ties the frame and its side-data container in a reference cycle,
+    so each decoded frame (1.4 MB at 720p) waits for the cyclic GC, which runs by object count, not
+    bytes: peak memory then grows with the video (~800 MB at 1,500 frames of 720p). This collects every
+    ``every`` frames, and freezes the objects that existed before (gc.freeze) so that each collection
+    scans only what the decode created: measured at no cost in frames/s.
+    """
+
+    def __init__(self, every: int = 16):
+        self.every = every
+        gc.freeze()
+
+    def collecting(self, records: Iterable):
+        for n, record in enumerate(records, 1):
+            yield record
+            if n % self.every == 0:
+                gc.collect()
+
+    def close(self) -> None:
+        gc.unfreeze()
 
 
 def select(relpaths: Iterable[str], include: Iterable[str] = (), exclude: Iterable[str] = ()) -> list[str]:

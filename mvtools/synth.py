@@ -42,6 +42,7 @@ def encode_video(
     refs: int | None = None,
     rotation: int = 0,
     pts: Iterable[int] | None = None,
+    preset: str = "fast",
 ) -> Path:
     """Encode RGB uint8 frames (H, W, 3) to a video file with PyAV; deterministic (one encoder thread).
 
@@ -68,7 +69,7 @@ def encode_video(
                 if pts is not None:
                     stream.codec_context.time_base = Fraction(1, 1000)
                 if codec == "libx264":
-                    stream.options = {"crf": str(crf), "preset": "fast", "threads": "1"}
+                    stream.options = {"crf": str(crf), "preset": preset, "threads": "1"}
                     if refs:
                         stream.options = {**stream.options, "refs": str(refs)}
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")

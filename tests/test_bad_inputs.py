@@ -33,6 +33,7 @@ def awkward(tmp_path_factory, real_h264):
     encode_video(good / "a_b.mp4", frames(seed=5))
     encode_video(good / "hevc.mkv", frames(), codec="libx265", bframes=0)
     encode_video(good / "vp9.webm", frames(), codec="libvpx-vp9", bframes=0)
+    encode_video(good / "av1.mkv", frames(), codec="libsvtav1", bframes=0)
     bad = src / "bad"
     bad.mkdir()
     (bad / "zero.mp4").touch()
@@ -75,7 +76,7 @@ def test_bad_files_fail_with_a_reason_and_the_rest_is_written(result):
     assert "empty" in reasons["zero.mp4"] and "broken symlink" in reasons["dangling.mp4"]
     assert "no video stream" in reasons["audio.mp4"] and "truncated" in reasons["truncated.mp4"]
     assert all("\n" not in r for r in reasons.values())
-    assert len(store.keys()) == 10 and store.incomplete() == []
+    assert len(store.keys()) == 11 and store.incomplete() == []
     assert store.attrs["failures"] == report.failed
 
 
@@ -102,7 +103,7 @@ def test_rotation_is_recorded_and_vfr_timestamps_kept(result):
 
 def test_codecs_without_vectors_are_transcoded(result):
     _, store = result
-    for rel, codec in (("good/hevc.mkv", "hevc"), ("good/vp9.webm", "vp9")):
+    for rel, codec in (("good/hevc.mkv", "hevc"), ("good/vp9.webm", "vp9"), ("good/av1.mkv", "libdav1d")):
         view = by_source(store, rel)
         assert view.attrs["transcoded"] is True and view.attrs["codec"] == codec
         assert view.mv_mask[1:].any(), f"{rel}: the H.264 re-encode carries vectors"
@@ -122,6 +123,28 @@ def test_transcode_never_makes_them_failures(awkward, tmp_path):
 def test_include_and_exclude_globs(awkward, tmp_path):
     report = extract(awkward, tmp_path / "g.zarr", include=["good/*.mp4"], exclude=["*a_b*", "*a b*"],
                      progress=False)
-    assert len(report.extracted) == 6 and not report.failed
+    assert len(report.extracted) == 6 and not report.failed  # .mp4 only: no hevc.mkv, vp9.webm, av1.mkv
     assert {"good__plain", "good__one_frame", "good__odd_size", "good__rotated", "good__vfr"} < set(report.extracted)
     assert not any(k.startswith("good__a_b") for k in report.extracted)
+
+
+def test_a_file_without_read_permission(awkward, tmp_path):
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(awkward / "good" / "plain.mp4", src / "readable.mp4")
+    shutil.copy(awkward / "good" / "plain.mp4", src / "locked.mp4")
+    (src / "locked.mp4").chmod(0o000)
+    code = ("import sys; from mvtools.extract import extract\n"
+            "r = extract(sys.argv[1], sys.argv[2], progress=False); print(r.extracted, r.failed)")
+    cmd = [sys.executable, "-c", code, str(src), str(tmp_path / "s.zarr")]
+    if os.geteuid() == 0:  # root reads anything: drop the capabilities that let it (util-linux setpriv)
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root and setpriv (util-linux) is not installed")
+        cmd = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['readable'] {'locked.mp4': 'permission denied'}"
