@@ -152,13 +152,13 @@ def _annotations(args):
 def _dry_run(args, config, selection) -> int:
     import os
 
+    from .errors import StoreError
     from .extract import plan
-    from .store import create_store, open_store
+    from .store import open_store
 
-    exists = os.path.exists(os.path.join(args.output, "zarr.json"))
-    store = open_store(args.output) if exists else None
-    if store is not None:
-        create_store(args.output, config.settings())  # refuses other settings, writes nothing here
+    store = open_store(args.output) if os.path.exists(os.path.join(args.output, "zarr.json")) else None
+    if store is not None and store.settings != config.settings():
+        raise StoreError(args.output, f"exists with other settings {store.settings}; use another -o path")
     work = plan(args.src_dir, store, config, **selection)
     check = [j for j in work.jobs if j.expect_sha256]
     new = [j for j in work.jobs if not j.expect_sha256]
