@@ -1,4 +1,4 @@
-"""The ``mvtools`` command line: extract, info, synth."""
+"""The ``mvtools`` command line: extract, info, synth; train and eval (from ``trainer``)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="mvtools",
-        description="Compressed-domain motion (motion vectors, residuals, keyframes) from videos into zarr.",
+        description="Compressed-domain motion (motion vectors, residuals, keyframes) from videos into zarr, "
+                    "and self-supervised pretraining on it.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--frames", type=int, default=48, help="frames per video (default 48)")
     synth.add_argument("--width", type=int, default=192)
     synth.add_argument("--height", type=int, default=128)
+
+    from trainer.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -231,7 +236,9 @@ def _synth(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"extract": _extract, "info": _info, "synth": _synth}[args.command]
+    from trainer.cli import run_eval, run_train
+
+    handler = {"extract": _extract, "info": _info, "synth": _synth, "train": run_train, "eval": run_eval}[args.command]
     try:
         return handler(args)
     except MvtoolsError as e:

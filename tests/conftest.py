@@ -58,3 +58,13 @@ def synth_store(synth_dir, tmp_path_factory) -> Path:
                                                                 "accumulated")), progress=False)
     assert not report.failed
     return path
+
+
+@pytest.fixture(scope="session")
+def mv_only_store(synth_dir, tmp_path_factory) -> Path:
+    """The synthetic videos with motion vectors only (no frames)."""
+    from mvtools.extract import ExtractConfig, extract
+
+    path = tmp_path_factory.mktemp("stores") / "mv_only.zarr"
+    assert not extract(synth_dir, path, ExtractConfig(modalities=("mv",)), progress=False).failed
+    return path

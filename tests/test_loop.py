@@ -1,0 +1,119 @@
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from trainer.data import ClipDataset, ClipSpec
+from trainer.loop import TrainConfig, TrainError, build_method, load_checkpoint, lr_factor, train
+from trainer.methods import REGISTRY
+
+
+def config(store, out, **kw) -> TrainConfig:
+    base = dict(method="rgb", store=str(store), out=str(out), steps=6, batch_size=2, clip_len=4, stride=2,
+                size=32, workers=0, checkpoint_every=3, warmup_steps=2, method_args={"queue": 16})
+    return TrainConfig(**{**base, **kw})
+
+
+def rows(run) -> list[dict]:
+    with open(os.path.join(run, "metrics.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_lr_warms_up_then_decays_to_zero():
+    assert lr_factor(0, 4, 20) == 0.25 and lr_factor(3, 4, 20) == 1.0
+    assert lr_factor(12, 4, 20) == pytest.approx(0.5) and lr_factor(20, 4, 20) == pytest.approx(0.0)
+
+
+def test_resumed_run_continues_with_the_same_losses(synth_store, tmp_path):
+    straight = train(config(synth_store, tmp_path / "a"), progress=False)
+    train(config(synth_store, tmp_path / "b", workers=2), progress=False, until=3)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == 3
+    resumed = train(config(synth_store, tmp_path / "b"), progress=False, resume=True)
+    assert resumed["resumed_from"] == 3 and straight["last"] == resumed["last"]
+    a, b = rows(tmp_path / "a"), rows(tmp_path / "b")
+    assert list(a[0]) == ["step", "loss", "inst", "lr"] and len(a) == len(b) == 6
+    assert a == b
+    losses = [float(r["loss"]) for r in a]
+    assert all(map(torch.isfinite, torch.tensor(losses)))
+
+
+def test_existing_run_is_not_overwritten_without_resume(synth_store, tmp_path):
+    train(config(synth_store, tmp_path, steps=1), progress=False)
+    with pytest.raises(TrainError, match="--resume"):
+        train(config(synth_store, tmp_path, steps=1), progress=False)
+
+
+@pytest.fixture
+def diverging():
+    """A method (a real plug-in, registered like any other) whose loss turns NaN from its 4th step on."""
+    from trainer.methods.rgb import RGB
+
+    class Diverging(RGB):
+        name = "diverging"
+
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+        def forward(self, batch):
+            self.calls += 1
+            terms = super().forward(batch)
+            return {"inst": terms["inst"] * (float("nan") if self.calls > 3 else 1.0)}
+
+    REGISTRY["diverging"] = Diverging
+    yield "diverging"
+    del REGISTRY["diverging"]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synth_store, tmp_path, diverging):
+    with pytest.raises(TrainError, match=r"step 4: loss is nan \(inst=nan\).*checkpoint of step 3 is kept"):
+        train(config(synth_store, tmp_path, method=diverging, checkpoint_every=1), progress=False)
+    kept = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert kept["step"] == 3 and all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+    assert len(rows(tmp_path)) == 3
+
+
+def test_checkpoint_loads_with_weights_only_and_rebuilds_the_method(synth_store, tmp_path):
+    train(config(synth_store, tmp_path, steps=2), progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    method = build_method(state["config"])
+    method.load_state_dict(state["model"])
+    assert state["step"] == 2 and state["config"]["method"] == "rgb"
+
+
+def test_store_without_the_methods_modalities_is_refused(mv_only_store, tmp_path):
+    from trainer.data import DataError
+
+    with pytest.raises(DataError, match="frames"):
+        train(config(mv_only_store, tmp_path), progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in REGISTRY if n != "diverging"))
+def test_gradients_reach_every_trainable_parameter(name, synth_store):
+    torch.manual_seed(0)
+    method = REGISTRY[name](backbone="tiny", **({"queue": 16} if name == "rgb" else {}))
+    ds = ClipDataset(synth_store, modalities=method.modalities, views=method.views,
+                     spec=ClipSpec(clip_len=4, stride=2, size=32), sampler=method.sampler())
+    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    loss = sum(method(batch).values())
+    loss.backward()
+    missing = [n for n, p in method.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not missing
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(synth_store, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "mvtools", "train", "--store", str(synth_store), "--out", str(run), "--steps", "3",
+           "--batch-size", "2", "--workers", "0", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert state["world_size"] == 2 and state["step"] == 3
+    assert len(rows(run)) == 3

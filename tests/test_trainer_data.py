@@ -1,0 +1,142 @@
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from trainer.data import (
+    ClipDataset,
+    ClipSpec,
+    DataError,
+    StepBatches,
+    View,
+    clip_indices,
+    crop_resize,
+    list_videos,
+    read_view,
+    scale_vectors,
+)
+
+ALL = ("rgb", "mv", "residual", "framediff", "keyframe")
+
+
+def test_sample_has_every_modality_with_documented_shapes(synth_store):
+    ds = ClipDataset(synth_store, modalities=ALL, clip_len=8, stride=2, size=64)
+    sample = ds[(1, 0)]
+    assert len(sample["views"]) == 2 and sample["key"] == ds.videos[1].key
+    assert ds.classes == ["left", "rotate_cw"] and sample["label"] == ds.classes.index(ds.videos[1].label)
+    shapes = {k: tuple(v.shape) for k, v in sample["views"][0].items()}
+    assert shapes == {"rgb": (3, 8, 64, 64), "mv": (4, 8, 16, 16), "residual": (3, 8, 64, 64),
+                      "framediff": (3, 8, 64, 64), "keyframe": (3, 64, 64)}
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in sample["views"][0].values())
+    # Two views differ (own crop, start, jitter); the same (index, epoch) gives the same sample.
+    assert not torch.equal(sample["views"][0]["rgb"], sample["views"][1]["rgb"])
+    again = ds[(1, 0)]
+    assert all(torch.equal(again["views"][0][k], sample["views"][0][k]) for k in ALL)
+    assert not torch.equal(ds[(1, 1)]["views"][0]["rgb"], sample["views"][0]["rgb"])
+
+
+def test_crop_resize_samples_the_same_box_at_every_resolution():
+    h, w = 64, 96
+    xs = np.arange(w, dtype=np.float32) + 0.5  # pixel p's centre, in stored pixels
+    pixels = np.broadcast_to(xs[None, :, None], (h, w, 1)).copy()
+    cells = pixels.reshape(h // 4, 4, w // 4, 4, 1).mean((1, 3))  # a 4x4-cell array of the same ramp
+    box = (10.0, 6.0, 74.0, 50.0)
+    fine, coarse = crop_resize(pixels[None], box, 32)[0], crop_resize(cells[None], box, 8, cell=4)[0]
+    want_fine = box[0] + (np.arange(32) + 0.5) * (box[2] - box[0]) / 32
+    want_coarse = box[0] + (np.arange(8) + 0.5) * (box[2] - box[0]) / 8
+    np.testing.assert_allclose(fine[5, :, 0], want_fine, atol=1e-3)
+    np.testing.assert_allclose(coarse[3, 1:-1, 0], want_coarse[1:-1], atol=1e-3)
+
+
+def test_scale_vectors_to_output_pixels_and_flip_negates_x():
+    field = np.array([[1.0, 2.0, -3.0, 4.0]], np.float32)
+    out = scale_vectors(field, (0, 0, 64, 32), 128, flip=False)
+    np.testing.assert_allclose(out, [[2.0, 8.0, -6.0, 16.0]])
+    np.testing.assert_allclose(scale_vectors(field, (0, 0, 64, 32), 128, flip=True), [[-2.0, 8.0, 6.0, 16.0]])
+
+
+def test_flip_mirrors_every_modality_alike_and_negates_motion_x(synth_store):
+    ds = ClipDataset(synth_store, modalities=ALL, clip_len=4, stride=1, size=64, train=False)
+    group, video, spec = ds.group(0), ds.videos[0], ds.spec
+    box = (20.0, 10.0, 120.0, 110.0)
+    plain = read_view(group, video, View(9, box, flip=False), ALL, spec, augment=False)
+    flipped = read_view(group, video, View(9, box, flip=True), ALL, spec, augment=False)
+    for name in ("rgb", "residual", "framediff", "keyframe"):
+        torch.testing.assert_close(flipped[name], plain[name].flip(-1))
+    mirror = plain["mv"].flip(-1)
+    torch.testing.assert_close(flipped["mv"][0::2], -mirror[0::2])
+    torch.testing.assert_close(flipped["mv"][1::2], mirror[1::2])
+    assert plain["mv"][0].abs().mean() > 0.5  # the "left" class moves: the test is not vacuous
+
+
+def test_motion_is_aligned_to_clip_frames_and_framediff_is_consecutive(synth_store):
+    spec = ClipSpec(clip_len=4, stride=3, size=64)
+    ds = ClipDataset(synth_store, modalities=("mv", "framediff", "keyframe", "rgb"), spec=spec, train=False)
+    group, video = ds.group(0), ds.videos[0]
+    box = (0.0, 0.0, 128.0, 128.0)
+    view = read_view(group, video, View(0, box), ("mv", "framediff", "keyframe", "rgb"), spec, augment=False)
+    idx = clip_indices(0, spec, video.num_frames)
+    assert list(idx) == [0, 3, 6, 9]
+    mv = group["mv"][:][idx].astype(np.float32)
+    want = scale_vectors(crop_resize(mv, box, 16, cell=4), box, 64, False).transpose(3, 0, 1, 2)
+    np.testing.assert_allclose(view["mv"].numpy(), want, atol=1e-5)
+    frames = group["frames"][:].astype(np.float32)
+    assert view["framediff"][:, 0].abs().max() == 0  # frame 0 has no predecessor: no wrap-around
+    diff = crop_resize((frames[3] - frames[2])[None] / 255, box, 64)[0].transpose(2, 0, 1)
+    np.testing.assert_allclose(view["framediff"][:, 1].numpy(), diff, atol=1e-5)
+    # The keyframe is the I-frame of the clip's GOP, read with the same crop as the frames.
+    assert group["keyframe_index"][0] == 0
+    np.testing.assert_allclose(view["keyframe"].numpy(), view["rgb"][:, 0].numpy(), atol=0.05)
+
+
+def test_eval_mode_gives_evenly_spaced_centre_clips(synth_store):
+    ds = ClipDataset(synth_store, modalities=("rgb",), train=False, clips_per_video=3, clip_len=4, stride=2,
+                     size=32)
+    assert len(ds) == 3 * len(ds.videos)
+    a, b = ds[0], ds[1]
+    assert a["video"] == b["video"] == 0 and not torch.equal(a["views"][0]["rgb"], b["views"][0]["rgb"])
+    assert torch.equal(ds[0]["views"][0]["rgb"], a["views"][0]["rgb"])
+
+
+def test_dataloader_workers_read_the_same_clips(synth_store):
+    ds = ClipDataset(synth_store, modalities=("rgb", "mv"), clip_len=4, size=32)
+    batches = StepBatches(len(ds), 2, seed=3, steps=2)
+    loaded = list(torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=2))
+    direct = [torch.utils.data.default_collate([ds[i] for i in batches.batch_of(s)]) for s in range(2)]
+    for got, want in zip(loaded, direct):
+        assert got["key"] == want["key"]
+        assert torch.equal(got["views"][1]["mv"], want["views"][1]["mv"])
+
+
+def test_step_batches_depend_only_on_seed_and_step_and_split_across_ranks():
+    full = list(StepBatches(10, 2, seed=1, steps=7))
+    assert list(StepBatches(10, 2, seed=1, start=4, steps=7)) == full[4:]
+    epoch0 = sorted(i for b in full[:5] for i, _ in b)
+    assert epoch0 == list(range(10)) and full[5][0][1] == 1
+    r0 = StepBatches(10, 2, seed=1, rank=0, world=2).batch_of(3)
+    r1 = StepBatches(10, 2, seed=1, rank=1, world=2).batch_of(3)
+    assert len(set(r0) | set(r1)) == 4
+    with pytest.raises(DataError, match="batch"):
+        StepBatches(3, 2, world=2)
+
+
+def test_missing_modality_and_empty_split_are_named(synth_store, mv_only_store):
+    with pytest.raises(DataError, match="'rgb' needs array 'frames'"):
+        ClipDataset(mv_only_store, modalities=("rgb",))
+    with pytest.raises(DataError, match="'flow'"):
+        ClipDataset(synth_store, modalities=("flow",))
+    with pytest.raises(DataError, match="split 'test'"):
+        ClipDataset(synth_store, split="test")
+    with pytest.raises(DataError, match="unknown modalities"):
+        ClipDataset(synth_store, modalities=("depth",))
+
+
+def test_only_complete_videos_are_listed(synth_store, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(synth_store, copy)
+    key = list_videos(copy)[0].key
+    group = zarr.open_group(copy / "videos" / key, mode="r+")
+    group.attrs["complete"] = False
+    assert key not in [v.key for v in list_videos(copy)]

@@ -1,0 +1,328 @@
+"""Clips from a store into PyTorch: pick the frames, read only the chunks they span, crop every modality alike.
+
+A sample is ``{"views": [view, ...], "label": int (-1 if none), "key": str, "video": int}``; a view maps
+each requested modality to a float tensor:
+
+    rgb        (3, T, S, S)     normalised, (x/255 - 0.45) / 0.225
+    mv         (C, T, S/4, S/4) C = 4 (past dx, dy, future dx, dy) or 2 (past), in output pixels
+    residual   (3, T, S, S)     r / 255
+    framediff  (3, T, S, S)     (x_t - x_{t-1}) / 255 of consecutive source frames; 0 at frame 0
+    flow       (2, T, S, S)     in output pixels, frame t -> t+1
+    keyframe   (3, S, S)        the last I-frame at or before the clip's first frame, normalised like rgb
+
+Within a view one crop box, one flip and one colour jitter apply to every modality: the box is resampled
+at each array's own resolution, vectors are rescaled to output pixels, and a horizontal flip negates their
+x components. Each view draws its own box, start and jitter. Randomness comes from
+``(seed, epoch, index)`` only, so a run reproduces whatever the worker count and wherever it resumes.
+The store is read through its documented zarr layout; handles open lazily in each process (fork-safe).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import zarr
+
+from mvtools.errors import MvtoolsError
+
+MODALITIES = ("rgb", "mv", "residual", "framediff", "flow", "keyframe")
+ARRAYS = {"rgb": ("frames",), "mv": ("mv",), "residual": ("residual",), "framediff": ("frames",),
+          "flow": ("flow",), "keyframe": ("keyframes", "keyframe_index")}
+MEAN, STD = 0.45, 0.225
+
+
+class DataError(MvtoolsError):
+    """The store cannot give what was asked (missing modality, empty split, ...); the message says which."""
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Which frames and how they are augmented."""
+
+    clip_len: int = 16
+    stride: int = 2
+    size: int = 112
+    scale: tuple[float, float] = (0.3, 1.0)  # random-resized-crop area, fraction of the frame
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    jitter: float = 0.4  # brightness, contrast, saturation factors drawn from [1 - j, 1 + j]
+    grayscale: float = 0.2  # probability
+    flip: bool = True
+    mv_channels: int = 4
+
+    @property
+    def span(self) -> int:
+        return (self.clip_len - 1) * self.stride + 1
+
+
+@dataclass(frozen=True)
+class View:
+    """The random choices of one view: first frame, crop box (x0, y0, x1, y1 in stored pixels), flip, colour."""
+
+    start: int
+    box: tuple[float, float, float, float]
+    flip: bool = False
+    colour: tuple[float, float, float] = (1.0, 1.0, 1.0)  # brightness, contrast, saturation
+    gray: bool = False
+
+
+@dataclass(frozen=True)
+class Video:
+    key: str
+    num_frames: int
+    height: int
+    width: int
+    label: str | None
+    split: str | None
+
+
+def list_videos(store_path: str) -> list[Video]:
+    """The complete videos of a store, from their attributes only (no array is read)."""
+    root = zarr.open_group(os.fspath(store_path), mode="r")
+    videos = []
+    for key, group in sorted(root["videos"].groups()):
+        a = group.attrs.asdict()
+        if a.get("complete") and a.get("num_frames", 0) > 0:
+            videos.append(Video(key, int(a["num_frames"]), int(a["stored_height"]), int(a["stored_width"]),
+                                a.get("label"), a.get("split")))
+    return videos
+
+
+def clip_indices(start: int, spec: ClipSpec, num_frames: int) -> np.ndarray:
+    """start, start + stride, ... (clip_len of them), clamped to the last frame for short videos."""
+    return np.minimum(start + np.arange(spec.clip_len) * spec.stride, num_frames - 1)
+
+
+def random_view(rng: np.random.Generator, video: Video, spec: ClipSpec, start: int | None = None) -> View:
+    """A random-resized crop (area in ``spec.scale``, aspect in ``spec.ratio``), flip, jitter and start."""
+    h, w = video.height, video.width
+    if start is None:
+        start = int(rng.integers(0, max(1, video.num_frames - spec.span + 1)))
+    for _ in range(10):
+        area = h * w * rng.uniform(*spec.scale)
+        aspect = math.exp(rng.uniform(math.log(spec.ratio[0]), math.log(spec.ratio[1])))
+        bw, bh = math.sqrt(area * aspect), math.sqrt(area / aspect)
+        if bw <= w and bh <= h:
+            break
+    else:
+        bw = bh = min(h, w)
+    x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+    j = spec.jitter
+    colour = tuple(float(v) for v in rng.uniform(1 - j, 1 + j, 3))
+    return View(start, (x0, y0, x0 + bw, y0 + bh), spec.flip and bool(rng.random() < 0.5), colour,
+                bool(rng.random() < spec.grayscale))
+
+
+def centre_view(video: Video, spec: ClipSpec, start: int) -> View:
+    """The evaluation view: the centred square of the short side, no flip, no jitter."""
+    s = min(video.height, video.width)
+    x0, y0 = (video.width - s) / 2, (video.height - s) / 2
+    return View(start, (x0, y0, x0 + s, y0 + s))
+
+
+def crop_resize(arrays: np.ndarray, box: Sequence[float], size: int, cell: int = 1) -> np.ndarray:
+    """Resample (..., h, w, C) arrays inside ``box`` (stored pixels) to (..., size, size, C), bilinear.
+
+    ``cell`` is how many stored pixels one array element covers (4 for motion-vector cells); output
+    element u samples stored pixel x0 + (u + 1/2) * bw / size, so every resolution sees the same box.
+    """
+    x0, y0, x1, y1 = box
+    sx, sy = (x1 - x0) / (size * cell), (y1 - y0) / (size * cell)
+    m = np.array([[sx, 0, (x0 + 0.5 * (x1 - x0) / size) / cell - 0.5],
+                  [0, sy, (y0 + 0.5 * (y1 - y0) / size) / cell - 0.5]], np.float64)
+    flat = arrays.reshape(-1, *arrays.shape[-3:])
+    out = np.stack([cv2.warpAffine(a, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                   borderMode=cv2.BORDER_REPLICATE) for a in flat])
+    return out.reshape(*arrays.shape[:-3], size, size, arrays.shape[-1])
+
+
+def scale_vectors(field: np.ndarray, box: Sequence[float], size: int, flip: bool) -> np.ndarray:
+    """Vectors (..., 2k) in stored pixels -> output pixels of a ``size`` crop of ``box``; flip negates x."""
+    x0, y0, x1, y1 = box
+    out = field.copy()
+    out[..., 0::2] *= size / (x1 - x0) * (-1 if flip else 1)
+    out[..., 1::2] *= size / (y1 - y0)
+    return out
+
+
+def colour_jitter(rgb: np.ndarray, view: View) -> np.ndarray:
+    """Brightness, contrast and saturation factors (and optional grayscale) on float RGB in [0, 1]."""
+    b, c, s = view.colour
+    x = rgb * b
+    gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = (x - gray.mean(axis=(-1, -2), keepdims=True)[..., None]) * c + gray.mean(axis=(-1, -2), keepdims=True)[
+        ..., None]
+    gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = gray[..., None] + ((0.0 if view.gray else s) * (x - gray[..., None]))
+    return np.clip(x, 0.0, 1.0)
+
+
+def _channels_first(x: np.ndarray) -> torch.Tensor:
+    """(T, H, W, C) -> (C, T, H, W); (H, W, C) -> (C, H, W)."""
+    axes = (3, 0, 1, 2) if x.ndim == 4 else (2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(axes), dtype=np.float32))
+
+
+def _flip(x: np.ndarray, flip: bool) -> np.ndarray:
+    return x[..., ::-1, :] if flip else x
+
+
+def _rgb(frames: np.ndarray, view: View, spec: ClipSpec, augment: bool) -> torch.Tensor:
+    x = crop_resize(frames.astype(np.float32) / 255.0, view.box, spec.size)
+    if augment:
+        x = colour_jitter(x, view)
+    return _channels_first((_flip(x, view.flip) - MEAN) / STD)
+
+
+def read_view(group: zarr.Group, video: Video, view: View, modalities: Sequence[str], spec: ClipSpec,
+              augment: bool = True) -> dict[str, torch.Tensor]:
+    """One view of one video: the requested modalities of frames ``clip_indices(view.start)``."""
+    idx = clip_indices(view.start, spec, video.num_frames)
+    lo, hi = int(idx.min()), int(idx.max()) + 1
+    out: dict[str, torch.Tensor] = {}
+    if "rgb" in modalities or "framediff" in modalities:
+        first = max(lo - 1, 0) if "framediff" in modalities else lo
+        frames = group["frames"][first:hi]
+        cur = frames[idx - first]
+        if "rgb" in modalities:
+            out["rgb"] = _rgb(cur, view, spec, augment)
+        if "framediff" in modalities:
+            prev = frames[np.maximum(idx - 1, first) - first].astype(np.float32)
+            prev[idx == 0] = cur[idx == 0]
+            diff = crop_resize((cur.astype(np.float32) - prev) / 255.0, view.box, spec.size)
+            out["framediff"] = _channels_first(_flip(diff, view.flip))
+    if "residual" in modalities:
+        res = group["residual"][lo:hi][idx - lo].astype(np.float32) / 255.0
+        out["residual"] = _channels_first(_flip(crop_resize(res, view.box, spec.size), view.flip))
+    if "mv" in modalities:
+        mv = group["mv"][lo:hi][idx - lo][..., : spec.mv_channels].astype(np.float32)
+        mv = scale_vectors(crop_resize(mv, view.box, spec.size // 4, cell=4), view.box, spec.size, view.flip)
+        out["mv"] = _channels_first(_flip(mv, view.flip))
+    if "flow" in modalities:
+        flow = group["flow"][lo:hi][idx - lo].astype(np.float32)
+        flow = scale_vectors(crop_resize(flow, view.box, spec.size), view.box, spec.size, view.flip)
+        out["flow"] = _channels_first(_flip(flow, view.flip))
+    if "keyframe" in modalities:
+        kidx = group["keyframe_index"][:]
+        k = max(int(np.searchsorted(kidx, lo, side="right")) - 1, 0)
+        out["keyframe"] = _rgb(group["keyframes"][k][None], view, spec, augment)[:, 0]
+    return out
+
+
+Sampler = Callable[["ClipDataset", int, np.random.Generator], dict]
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Clips of a store's videos as dicts of tensors (see the module docstring).
+
+    ``views``: views per sample (2 for contrastive methods; each its own start, crop, flip, jitter).
+    ``train=False``: ``clips_per_video`` evenly spaced centre-cropped clips per video, one view each, no
+    augmentation (for evaluation). ``sampler``: a method's own ``(dataset, video, rng) -> sample``.
+    Items are indexed by ``i`` or ``(i, epoch)``.
+    """
+
+    def __init__(self, store_path, modalities: Sequence[str] = ("rgb",), clip_len: int = 16, stride: int = 2,
+                 size: int = 112, split: str | None = None, *, views: int = 2, train: bool = True,
+                 clips_per_video: int = 1, keys: Sequence[str] | None = None, seed: int = 0,
+                 spec: ClipSpec | None = None, sampler: Sampler | None = None):
+        self.store_path = os.fspath(store_path)
+        self.modalities = tuple(modalities)
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown:
+            raise DataError(f"unknown modalities {sorted(unknown)}; choose from {', '.join(MODALITIES)}")
+        self.spec = spec or ClipSpec(clip_len=clip_len, stride=stride, size=size)
+        self.views, self.train, self.seed, self.sampler = views, train, seed, sampler
+        self.clips_per_video = 1 if train else clips_per_video
+        if not os.path.exists(os.path.join(self.store_path, "zarr.json")):
+            raise DataError(f"{self.store_path}: no store here (missing zarr.json)")
+        everything = list_videos(self.store_path)
+        self.classes = sorted({v.label for v in everything if v.label is not None})
+        self.videos = [v for v in everything if (split is None or v.split == split)
+                       and (keys is None or v.key in set(keys))]
+        if not self.videos:
+            what = f"split {split!r}" if split else "the requested keys" if keys is not None else "the store"
+            raise DataError(f"{self.store_path}: no complete videos in {what}")
+        self._check_arrays()
+        self._root: zarr.Group | None = None
+        self._pid = -1
+
+    def _check_arrays(self) -> None:
+        group = zarr.open_group(self.store_path, mode="r")["videos"][self.videos[0].key]
+        have = {name for name, _ in group.arrays()}
+        for m in self.modalities:
+            missing = [a for a in ARRAYS[m] if a not in have]
+            if missing:
+                raise DataError(f"{self.store_path}: modality {m!r} needs array {missing[0]!r}, which the store "
+                                f"does not hold (it has {', '.join(sorted(have))}); extract with it")
+
+    def group(self, video: int) -> zarr.Group:
+        if self._root is None or self._pid != os.getpid():
+            self._root, self._pid = zarr.open_group(self.store_path, mode="r"), os.getpid()
+        return self._root["videos"][self.videos[video].key]
+
+    def label(self, video: int) -> int:
+        lab = self.videos[video].label
+        return self.classes.index(lab) if lab is not None else -1
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.clips_per_video
+
+    def read(self, video: int, view: View, modalities: Sequence[str] | None = None,
+             spec: ClipSpec | None = None) -> dict[str, torch.Tensor]:
+        return read_view(self.group(video), self.videos[video], view, modalities or self.modalities,
+                         spec or self.spec, augment=self.train)
+
+    def sample_views(self, video: int, rng: np.random.Generator) -> dict:
+        """The default sampler: ``self.views`` independent random views of one video."""
+        v = self.videos[video]
+        return {"views": [self.read(video, random_view(rng, v, self.spec)) for _ in range(self.views)]}
+
+    def __getitem__(self, item) -> dict:
+        index, epoch = item if isinstance(item, tuple) else (item, 0)
+        video, clip = divmod(int(index), self.clips_per_video)
+        if self.train:
+            rng = np.random.default_rng([self.seed, epoch, index])
+            sample = (self.sampler or ClipDataset.sample_views)(self, video, rng)
+        else:
+            v = self.videos[video]
+            room = max(v.num_frames - self.spec.span, 0)
+            start = round(room * (clip + 0.5) / self.clips_per_video)
+            sample = {"views": [self.read(video, centre_view(v, self.spec, start))]}
+        return {**sample, "label": self.label(video), "key": self.videos[video].key, "video": video}
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """Batches of ``(index, epoch)`` for steps ``start, start+1, ...``: epoch e visits a permutation drawn
+    from ``(seed, e)``; with ``world`` ranks each step's global batch is split and rank ``rank`` takes its part.
+
+    The batch of a given step depends only on (seed, step), which is what makes resuming exact.
+    """
+
+    def __init__(self, size: int, batch_size: int, *, seed: int = 0, start: int = 0, steps: int | None = None,
+                 rank: int = 0, world: int = 1):
+        if size < batch_size * world:
+            raise DataError(f"{size} clips cannot fill a global batch of {batch_size * world}; "
+                            f"lower --batch-size")
+        self.size, self.batch, self.seed, self.start, self.steps = size, batch_size, seed, start, steps
+        self.rank, self.world = rank, world
+        self.per_epoch = size // (batch_size * world)
+
+    def __len__(self) -> int:
+        return self.steps - self.start if self.steps is not None else 2**62
+
+    def batch_of(self, step: int) -> list[tuple[int, int]]:
+        epoch, b = divmod(step, self.per_epoch)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+        glob = perm[b * self.batch * self.world:(b + 1) * self.batch * self.world]
+        return [(int(i), epoch) for i in glob[self.rank * self.batch:(self.rank + 1) * self.batch]]
+
+    def __iter__(self):
+        step = self.start
+        while self.steps is None or step < self.steps:
+            yield self.batch_of(step)
+            step += 1

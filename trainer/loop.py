@@ -1,0 +1,304 @@
+"""The training loop: the same for every method (it knows them only through ``REGISTRY``).
+
+AdamW or SGD, linear warm-up then cosine decay, mixed precision on GPU, gradient clipping, DDP under
+``torchrun``. Every ``checkpoint_every`` steps it writes ``RUN_DIR/checkpoint.pt`` atomically with the model,
+optimiser, scheduler, scaler, RNG states and step; a resumed run replays the same batches (they depend only on
+seed and step) and so continues with the same losses as an uninterrupted one. Logs go to
+``RUN_DIR/metrics.csv`` (step, loss, one column per loss term, lr) and TensorBoard (``RUN_DIR/tb``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from mvtools.errors import MvtoolsError
+
+from .data import ClipDataset, ClipSpec, StepBatches, list_videos
+from .methods import REGISTRY, Method
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "mvtools-trainer/1"
+
+
+class TrainError(MvtoolsError):
+    """Training cannot go on (bad settings, a NaN loss, ...); the message says why and what is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; recorded in its checkpoint. YAML recipes fill it, CLI flags override."""
+
+    method: str = "rgb"
+    store: str = ""
+    out: str = ""
+    backbone: str = "tiny"
+    backbone_args: dict = field(default_factory=dict)
+    method_args: dict = field(default_factory=dict)
+    steps: int = 100
+    batch_size: int = 8
+    optimizer: str = "adamw"  # or "sgd" (momentum 0.9, nesterov)
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 10
+    clip_grad: float = 5.0  # max gradient norm; 0 disables
+    amp: bool = True  # bfloat16 autocast, GPU only
+    checkpoint_every: int = 50
+    seed: int = 0
+    workers: int = 2
+    clip_len: int = 16
+    stride: int = 2
+    size: int = 112
+    split: str | None = None  # None: "train" when the store has splits, else every video
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
+        from mvtools.extract import read_yaml
+
+        recipe = read_yaml(path)
+        unknown = set(recipe) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        return cls(**{**recipe, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def validate(self) -> None:
+        if self.method not in REGISTRY:
+            raise TrainError(f"unknown method {self.method!r}; choose from {', '.join(sorted(REGISTRY))}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise TrainError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise TrainError("steps and batch_size must be positive")
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from 1 to 0 at ``total``: 1/2 (1 + cos(pi p))."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_method(config: TrainConfig | dict) -> Method:
+    c = config if isinstance(config, dict) else asdict(config)
+    return REGISTRY[c["method"]](backbone=c["backbone"], backbone_args=dict(c["backbone_args"]),
+                                 **dict(c["method_args"]))
+
+
+def default_split(store: str) -> str | None:
+    return "train" if any(v.split == "train" for v in list_videos(store)) else None
+
+
+def _optimizer(method: Method, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in method.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]  # biases and norms
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _to(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [_to(v, device) for v in batch]
+    return batch
+
+
+class MetricsLog:
+    """RUN_DIR/metrics.csv, one row per step; on resume, rows after the resumed step are dropped."""
+
+    def __init__(self, path: Path, start: int):
+        self.path = path
+        self.columns: list[str] | None = None
+        rows: list[dict] = []
+        if start and path.exists():
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                self.columns = reader.fieldnames
+                rows = [r for r in reader if int(r["step"]) <= start]
+        self.file = open(path, "w", newline="")  # noqa: SIM115 (closed by close())
+        if self.columns:
+            self.writer = csv.DictWriter(self.file, self.columns)
+            self.writer.writeheader()
+            self.writer.writerows(rows)
+
+    def write(self, row: dict) -> None:
+        if self.columns is None:
+            self.columns = list(row)
+            self.writer = csv.DictWriter(self.file, self.columns)
+            self.writer.writeheader()
+        self.writer.writerow({k: row[k] for k in self.columns})
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint written by ``train`` (loaded with ``weights_only=True``: no code runs)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TrainError(f"{path}: no checkpoint here") from None
+    except Exception as e:
+        raise TrainError(f"{path}: not a readable checkpoint ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise TrainError(f"{path}: not an mvtools trainer checkpoint")
+    return state
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _distributed_setup() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, until: int | None = None) -> dict:
+    """Run (or resume) a pretraining run; returns a summary (steps, last loss, data-wait fraction, ...).
+
+    ``until``: stop after this step as if interrupted (a checkpoint is written there); the schedule is still
+    that of ``config.steps``, so a later ``resume`` continues the same run.
+    """
+    config.validate()
+    out = Path(config.out)
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise TrainError(f"{ckpt_path} exists; pass --resume to continue it, or choose another --out")
+    rank, world, device = _distributed_setup()
+    torch.manual_seed(config.seed)
+    method = build_method(config).to(device)
+    split = config.split if config.split is not None else default_split(config.store)
+    dataset = ClipDataset(config.store, modalities=method.modalities, split=split, views=method.views,
+                          seed=config.seed, spec=ClipSpec(config.clip_len, config.stride, config.size),
+                          sampler=method.sampler())
+    optimizer = _optimizer(method, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps))
+    amp = config.amp and device.type == "cuda"
+    start = 0
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start = int(state["step"])
+    model = torch.nn.parallel.DistributedDataParallel(method) if world > 1 else method
+    stop = min(config.steps, until) if until is not None else config.steps
+    batches = StepBatches(len(dataset), config.batch_size, seed=config.seed, start=start, steps=stop,
+                          rank=rank, world=world)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=config.workers, pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed),  # leaves the global RNG alone: resume stays exact
+        persistent_workers=False)
+    main = rank == 0
+    out.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(out / "metrics.csv", start) if main else None
+    board = _tensorboard(out) if main else None
+    wait = busy = 0.0
+    last: dict[str, float] = {}
+    bar = _progress(config.steps, start, progress and main)
+    method.train()
+    tick = time.perf_counter()
+    try:
+        for step, batch in enumerate(loader, start):
+            got = time.perf_counter()
+            batch = _to(batch, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                terms = model(batch)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                kept = f"the checkpoint of step {_saved_step(ckpt_path)} is kept" if ckpt_path.exists() else \
+                    "no checkpoint was written"
+                raise TrainError(f"step {step + 1}: loss is {loss.item()} ("
+                                 + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+                                 + f"); lower --lr or check the inputs; {kept}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_grad:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), config.clip_grad)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            method.after_step()
+            done = time.perf_counter()
+            wait, busy = wait + (got - tick), busy + (done - got)
+            tick = done
+            last = {"step": step + 1, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}, "lr": lr}
+            if main:
+                log.write(last)
+                for k, v in last.items():
+                    if k != "step":
+                        board.add_scalar(f"train/{k}", v, step + 1)
+                bar.set_postfix(loss=f"{last['loss']:.3f}")
+                bar.update()
+                if (step + 1) % config.checkpoint_every == 0 or step + 1 == stop:
+                    save_checkpoint(ckpt_path, _state(config, method, optimizer, scheduler, step + 1, world))
+    finally:
+        bar.close()
+        if main:
+            log.close()
+            board.close()
+    return {"steps": stop, "resumed_from": start, "last": last,
+            "data_wait_fraction": wait / max(wait + busy, 1e-9), "world_size": world, "device": str(device)}
+
+
+def _state(config, method, optimizer, scheduler, step, world) -> dict:
+    for name, p in method.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise TrainError(f"step {step}: {name} holds non-finite values; checkpoint not written")
+    return {"format": FORMAT, "config": asdict(config), "step": step, "world_size": world,
+            "model": method.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": _rng_state()}
+
+
+def _saved_step(path: Path) -> int:
+    return int(load_checkpoint(path)["step"])
+
+
+def _tensorboard(out: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out / "tb"))
+
+
+def _progress(total: int, start: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", disable=not enabled, dynamic_ncols=True)
