@@ -57,6 +57,7 @@ class TrainConfig:
     stride: int = 2
     size: int = 112
     split: str | None = None  # None: "train" when the store has splits, else every video
+    augment: dict = field(default_factory=dict)  # ClipSpec overrides: scale, ratio, jitter, grayscale, flip, ...
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
@@ -205,7 +206,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     method = build_method(config).to(device)
     split = config.split if config.split is not None else default_split(config.store)
     dataset = ClipDataset(config.store, modalities=method.modalities, split=split, views=method.views,
-                          seed=config.seed, spec=ClipSpec(config.clip_len, config.stride, config.size),
+                          seed=config.seed, spec=ClipSpec(config.clip_len, config.stride, config.size, **config.augment),
                           sampler=method.sampler())
     optimizer = _optimizer(method, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

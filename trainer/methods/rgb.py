@@ -2,6 +2,7 @@
 
 q = normalize(g(f(x_a))), k = normalize(g_k(f_k(x_b))) with (f_k, g_k) the EMA of (f, g);
 L_inst = 1/2 [nce(q_a, k_b, Q) + nce(q_b, k_a, Q)], then both key sets enter the queue Q.
+With ``queue=0`` the negatives are the batch's other keys (gathered across ranks), as in MoCo v3.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..losses import Queue, info_nce, momentum_update
+from ..losses import Queue, batch_nce, info_nce, momentum_update
 from ..models import build, mlp
 from .base import Method, register
 
@@ -49,7 +50,7 @@ class RGB(Method):
                  queue: int = 4096, momentum: float = 0.99, temperature: float = 0.2):
         super().__init__()
         self.visual = MomentumEncoder(backbone, 3, dim, backbone_args)
-        self.queue = Queue(dim, queue)
+        self.queue = Queue(dim, queue) if queue else None
         self.momentum, self.temperature = momentum, temperature
 
     @property
@@ -60,11 +61,15 @@ class RGB(Method):
         a, b = (view["rgb"] for view in batch["views"][:2])
         qa, qb = self.visual.query(a), self.visual.query(b)
         ka, kb = self.visual.key(a), self.visual.key(b)
-        negatives = self.queue.keys.clone()
-        loss = 0.5 * (info_nce(qa, kb, negatives, self.temperature) + info_nce(qb, ka, negatives, self.temperature))
+        return {"inst": 0.5 * (self.contrast(qa, kb) + self.contrast(qb, ka))}
+
+    def contrast(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        if self.queue is None:
+            return batch_nce(q, k, self.temperature)
+        loss = info_nce(q, k, self.queue.keys.clone(), self.temperature)
         if self.training:
-            self.queue.push(torch.cat([ka, kb]))
-        return {"inst": loss}
+            self.queue.push(k)
+        return loss
 
     def after_step(self) -> None:
         self.visual.update(self.momentum)
