@@ -24,6 +24,7 @@ DIS_PRESETS = {
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
 RAFT_MODELS = ("raft_small", "raft_large")
+RAFT_MIN_SIDE = 128  # px: torchvision's RAFT needs feature maps of at least 16 cells at 1/8 scale
 
 #: (prev (N, h, w, 3) uint8, next (N, h, w, 3) uint8) -> (N, h, w, 2) float32 flows prev -> next.
 Estimator = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -154,8 +155,8 @@ class RaftFlow:
 
     weights: a name of torchvision's weights enum ("DEFAULT", "C_T_V2", ...), a local checkpoint (a state
     dict, read with ``torch.load(weights_only=True)``), or None for random weights (tests only).
-    Inputs are scaled to [-1, 1] and replicate-padded on the right and bottom to multiples of 8; the flow
-    is cropped back.
+    Inputs are scaled to [-1, 1] and replicate-padded on the right and bottom to multiples of 8, and to at
+    least 128 px (RAFT's correlation pyramid needs 16 feature cells at 1/8 scale); the flow is cropped back.
     """
 
     def __init__(self, model: str = "raft_small", weights: str | None = "DEFAULT", *, device: str = "cuda",
@@ -188,10 +189,12 @@ class RaftFlow:
 
     def _prepare(self, images: np.ndarray):
         torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.require(images, requirements=["C", "W"]))  # Ray hands read-only arrays
+        x = x.to(self.device).permute(0, 3, 1, 2).float()
         x = x / 127.5 - 1.0
         h, w = x.shape[-2:]
-        return torch.nn.functional.pad(x, (0, -w % 8, 0, -h % 8), mode="replicate")
+        ph, pw = max(h + -h % 8, RAFT_MIN_SIDE) - h, max(w + -w % 8, RAFT_MIN_SIDE) - w
+        return torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
 
     def __call__(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         h, w = prev.shape[1:3]

@@ -84,9 +84,8 @@ def extract_parallel(
 class RaftActor:
     """Holds one RAFT model on one GPU (a Ray actor with ``num_gpus=1``); decoding tasks send it frames."""
 
-    def __init__(self, model: str, weights: str):
-        check_raft_available()
-        self.raft = RaftFlow(model, weights, device="cuda")
+    def __init__(self, model: str, weights: str | None, device: str = "cuda"):
+        self.raft = RaftFlow(model, weights, device=device)
 
     def estimate(self, prev, nxt):
         return self.raft(prev, nxt)
