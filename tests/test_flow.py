@@ -214,3 +214,26 @@ def test_extract_with_raft_in_process_and_on_ray(synth_dir, tmp_path, workers):
     video = open_store(tmp_path / "raft.zarr")["left__left_0000"]
     f = video.flow[:]
     assert f.shape == (40, 128, 192, 2) and np.all(f[-1] == 0) and f[:-1, 16:-16, 16:-16, 0].mean() > 0.5
+
+
+@needs_torchvision
+def test_raft_actor_path_on_cpu(synth_dir, tmp_path):
+    """The Ray wiring of --flow raft with random weights: a decoding task on CPU sends frame batches to a
+    RaftActor (here on CPU, holding a declared GPU) and writes what it returns."""
+    import ray
+
+    from mvtools.extract import Job, run_job
+    from mvtools.pipeline import ActorFlow, RaftActor
+
+    config = ExtractConfig(modalities=("mv",), flow="raft")
+    create_store(tmp_path / "r.zarr", config.settings())
+    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False)
+    try:
+        actor = ray.remote(num_gpus=1, num_cpus=0)(RaftActor).remote("raft_small", None, device="cpu")
+        job = Job(rel="left/left_0000.mp4", key="v", path=str(synth_dir / "left" / "left_0000.mp4"))
+        outcome = ray.get(ray.remote(run_job).remote(job, str(tmp_path / "r.zarr"), config, "auto", ActorFlow(actor)))
+    finally:
+        ray.shutdown()
+    assert outcome.error is None and outcome.frames == 40
+    f = open_store(tmp_path / "r.zarr")["v"].flow[:]
+    assert f.shape == (40, 128, 192, 2) and np.all(f[-1] == 0) and np.isfinite(f).all()
