@@ -160,7 +160,7 @@ class RaftFlow:
     """
 
     def __init__(self, model: str = "raft_small", weights: str | None = "DEFAULT", *, device: str = "cuda",
-                 batch: int = 8, updates: int = 12):
+                 batch: int = 16, updates: int = 12):
         import torch
         from torchvision.models import optical_flow
 
