@@ -22,6 +22,7 @@ from tqdm import tqdm
 from .decode import check_file, iter_keyframes, iter_motion, probe, transcode_h264
 from .errors import StoreError, VideoError
 from .features import FRAME_TYPE_CODES, iter_features, stored_size
+from .flow import DIS_PRESETS, FLOW_METHODS, RAFT_MODELS, Estimator, check_raft_available, estimator, with_flow
 from .store import Store, create_store, open_store
 
 VIDEO_EXTENSIONS = frozenset({
@@ -44,6 +45,10 @@ class ExtractConfig:
     lossless: bool = False  # zstd frames and int16 residuals instead of JPEG
     chunk_frames: int = 16
     shard_frames: int = 128
+    flow: str = "none"  # optical flow: none, dis, farneback (CPU, in the decoding task) or raft (GPU)
+    flow_preset: str = "medium"  # DIS preset: ultrafast, fast, medium
+    raft_model: str = "raft_small"  # raft_small or raft_large
+    raft_weights: str | None = None  # torchvision weights name (default "DEFAULT") or a checkpoint path
 
     def __post_init__(self):
         unknown = set(self.modalities) - set(MODALITIES)
@@ -55,6 +60,12 @@ class ExtractConfig:
             raise ValueError(f"--labels must be 'folder' or 'none', got {self.labels!r}")
         if self.shard_frames % self.chunk_frames:
             raise ValueError("shard_frames must be a multiple of chunk_frames")
+        if self.flow not in FLOW_METHODS:
+            raise ValueError(f"--flow must be one of {', '.join(FLOW_METHODS)}, got {self.flow!r}")
+        if self.flow_preset not in DIS_PRESETS:
+            raise ValueError(f"--flow-preset must be one of {', '.join(DIS_PRESETS)}, got {self.flow_preset!r}")
+        if self.raft_model not in RAFT_MODELS:
+            raise ValueError(f"--raft-model must be one of {', '.join(RAFT_MODELS)}, got {self.raft_model!r}")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides) -> ExtractConfig:
@@ -70,10 +81,23 @@ class ExtractConfig:
         return cls(**merged)
 
     def settings(self) -> dict:
+        """What the store records (and a rerun must match). Flow keys appear only with a flow method, and
+        only those that change its result, so stores written before flow existed still match."""
         s = asdict(self)
-        s.pop("labels")
+        for name in ("labels", "flow", "flow_preset", "raft_model", "raft_weights"):
+            s.pop(name)
         s["modalities"] = sorted(self.modalities)
+        if self.flow != "none":
+            s["flow"] = self.flow
+        if self.flow == "dis":
+            s["flow_preset"] = self.flow_preset
+        if self.flow == "raft":
+            s["raft_model"], s["raft_weights"] = self.raft_model, self.raft_weights or "DEFAULT"
         return s
+
+    def flow_estimator(self, device: str = "cuda") -> Estimator:
+        """The batch estimator of ``flow`` (RAFT loads its model here)."""
+        return estimator(self.flow, self.flow_preset, self.raft_model, self.raft_weights or "DEFAULT", device)
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
@@ -201,7 +225,7 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 def extract_video(
     path: str | os.PathLike, store: Store, key: str, config: ExtractConfig, *,
-    attrs: dict | None = None, sha256: str | None = None, transcode: str = "auto",
+    attrs: dict | None = None, sha256: str | None = None, transcode: str = "auto", flow: Estimator | None = None,
 ) -> int:
     """Extract one video into ``videos/<key>``; returns its frame count. On any error the partial
     group is removed and the error re-raised (``VideoError`` for a bad file).
@@ -209,7 +233,11 @@ def extract_video(
     sha256: the source's digest, when the caller has already computed it.
     transcode: "auto" re-encodes codecs whose vectors FFmpeg cannot export (HEVC, VP9, AV1...) to H.264
         in a temporary file first and records ``transcoded: true``; "never" makes them a ``VideoError``.
+    flow: the estimator of ``config.flow`` (e.g. a loaded RAFT, or one calling a GPU actor); made from
+        the config when None.
     """
+    if config.flow != "none" and flow is None:
+        flow = config.flow_estimator()
     path = os.fspath(path)
     info = probe(path)
     if not info.exports_motion_vectors:
@@ -221,18 +249,23 @@ def extract_video(
             transcode_h264(path, h264)
             attrs = {**(attrs or {}), "codec": info.codec, "transcoded": True, "rotation": info.rotation}
             return _extract_decodable(h264, store, key, config, attrs, sha256 or sha256_of(path),
-                                      os.path.getsize(path))
+                                      os.path.getsize(path), flow)
     attrs = {**(attrs or {}), "codec": info.codec, "transcoded": False, "rotation": info.rotation}
-    return _extract_decodable(path, store, key, config, attrs, sha256 or sha256_of(path), os.path.getsize(path))
+    return _extract_decodable(path, store, key, config, attrs, sha256 or sha256_of(path), os.path.getsize(path),
+                              flow)
 
 
-def _extract_decodable(path, store, key, config, attrs, sha, source_bytes) -> int:
+#: Frame pairs per flow call: RAFT batches them on the GPU; OpenCV's flows take one pair at a time.
+FLOW_BATCH = {"dis": 1, "farneback": 1, "raft": 16}
+
+
+def _extract_decodable(path, store, key, config, attrs, sha, source_bytes, flow=None) -> int:
     info = probe(path)
     if info.width < 16 or info.height < 16:
         raise VideoError(path, f"frame size {info.width}x{info.height} is too small")
     w, h = stored_size(info.width, info.height, config.size)
     mods = set(config.modalities)
-    pixels = bool(mods & {"frames", "residual", "accumulated"})
+    pixels = bool(mods & {"frames", "residual", "accumulated"}) or flow is not None
     video_attrs = {
         **attrs, "fps": info.fps, "width": info.width, "height": info.height,
         "sha256": sha, "source_bytes": source_bytes, "stored_width": w, "stored_height": h,
@@ -243,9 +276,15 @@ def _extract_decodable(path, store, key, config, attrs, sha, source_bytes) -> in
         records = garbage.collecting(iter_motion(path, decode_frames=pixels, frame_size=(w, h)))
         features = iter_features(records, (info.width, info.height), (w, h),
                                  residuals="residual" in mods, accumulate="accumulated" in mods)
+        if flow is not None:  # flow t -> t+1 needs frame t+1: features come out one frame (or batch) late
+            paired = with_flow(features, flow, frame=lambda f: f.frame, batch=FLOW_BATCH[config.flow])
+        else:
+            paired = ((f, None) for f in features)
         intra_pts = {}
-        for f in features:
+        for f, flow_t in paired:
             values = {"frame_type": f.frame_type, "pts": f.pts}
+            if flow_t is not None:
+                values["flow"] = flow_t
             if "frames" in mods:
                 values["frames"] = f.frame
             if "mv" in mods:
@@ -333,9 +372,10 @@ def plan(
     return Plan(jobs=jobs, orphans=orphans)
 
 
-def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "auto") -> Outcome:
+def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "auto",
+            flow: Estimator | None = None) -> Outcome:
     """Extract one job's video into the store; a bad video comes back as an ``Outcome`` with its
-    reason, never as an exception. Runs in a Ray task or in the driver."""
+    reason, never as an exception. Runs in a Ray task or in the driver. flow: see ``extract_video``."""
     start = time.perf_counter()
     try:
         check_file(job.path)
@@ -346,7 +386,8 @@ def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "
         attrs = {"source": job.rel, "label": job.label}
         if job.split is not None:
             attrs["split"] = job.split
-        frames = extract_video(job.path, store, job.key, config, attrs=attrs, sha256=sha, transcode=transcode)
+        frames = extract_video(job.path, store, job.key, config, attrs=attrs, sha256=sha, transcode=transcode,
+                               flow=flow)
         transcoded = bool(store[job.key].attrs.get("transcoded"))
         return Outcome(job.rel, job.key, frames=frames, seconds=time.perf_counter() - start, transcoded=transcoded)
     except VideoError as e:
@@ -366,13 +407,16 @@ def extract(
     Videos already complete with the same source sha256 are skipped; failures are recorded in the
     store's ``failures`` attribute and in the returned report, and the job goes on.
     """
+    if config.flow == "raft":
+        check_raft_available()  # before anything is written or decoded
     store = create_store(store_path, config.settings())
     work = plan(src_dir, store, config, include=include, exclude=exclude, annotations=annotations)
     report = Report(orphans=remove_orphans(store, work.orphans))
+    flow = config.flow_estimator() if config.flow != "none" and work.jobs else None  # RAFT loads once
     start = time.perf_counter()
     with Progress(len(work.jobs), progress) as bar:
         for job in work.jobs:
-            outcome = run_job(job, store.path, config, transcode)
+            outcome = run_job(job, store.path, config, transcode, flow)
             report.add(outcome)
             bar.done(outcome)
     report.seconds = time.perf_counter() - start

@@ -116,8 +116,11 @@ def resize_field(
     return vectors.reshape(gh, gw, 4), out_mask
 
 
-def _pixel_field(cells: np.ndarray, height: int, width: int) -> np.ndarray:
+def pixel_field(cells: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Per-cell values (gh, gw, C) repeated over each cell's 4x4 pixels, cropped to (height, width, C)."""
     gh, gw = cells.shape[:2]
+    if cells.dtype == bool:
+        return pixel_field(cells.astype(np.uint8), height, width).astype(bool)
     up = cv2.resize(cells, (gw * CELL, gh * CELL), interpolation=cv2.INTER_NEAREST)
     return up.reshape(gh * CELL, gw * CELL, -1)[:height, :width]
 
@@ -159,14 +162,14 @@ def predict(
     # A zero displacement where a cell has no vector makes the warp itself the co-located fallback.
     d = (field.reshape(*field.shape[:2], 2, 2) * use[..., None]).reshape(field.shape)
     if not use[..., FUTURE].any():
-        return warp(past, _pixel_field(d[..., 0:2], h, w))
+        return warp(past, pixel_field(d[..., 0:2], h, w))
     if not use[..., PAST].any() and past is None:
-        return warp(future, _pixel_field(d[..., 2:4], h, w))
-    pred_past = warp(past, _pixel_field(d[..., 0:2], h, w)).astype(np.uint16)
-    pred_future = warp(future, _pixel_field(d[..., 2:4], h, w)).astype(np.uint16)
+        return warp(future, pixel_field(d[..., 2:4], h, w))
+    pred_past = warp(past, pixel_field(d[..., 0:2], h, w)).astype(np.uint16)
+    pred_future = warp(future, pixel_field(d[..., 2:4], h, w)).astype(np.uint16)
     # Per cell: 0 past (or intra: co-located past), 1 future only, 2 both (bi-prediction).
     source = (use[..., FUTURE] * (1 + use[..., PAST])).astype(np.uint8)
-    source = _pixel_field(source[..., None], h, w)
+    source = pixel_field(source[..., None], h, w)
     pred = np.where(source == 1, pred_future, pred_past)
     pred = np.where(source == 2, (pred_past + pred_future + 1) >> 1, pred)
     return pred.astype(np.uint8)
@@ -194,7 +197,7 @@ def accumulate(
     sy = np.clip(np.rint(cy + d[..., 1] / CELL).astype(np.intp), 0, gh - 1)
     motion = d + ref_motion[sy, sx]
     h, w = res.shape[:2]
-    dp = _pixel_field(d, h, w)
+    dp = pixel_field(d, h, w)
     py, px = np.mgrid[0:h, 0:w]
     qx = np.clip(np.rint(px + dp[..., 0]).astype(np.intp), 0, w - 1)
     qy = np.clip(np.rint(py + dp[..., 1]).astype(np.intp), 0, h - 1)

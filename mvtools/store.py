@@ -13,6 +13,10 @@
         residual_acc    (T, h, w, 3)      int8     residual accumulated back to the GOP's I-frame
         keyframes       (K, h, w, 3)      uint8    the I-frames
         keyframe_index  (K,)              int32    their frame indices
+        flow            (T, h, w, 2)      float16  optical flow t -> t+1 (dx, dy px); zeros at T-1 (opt-in)
+
+``settings.flow`` names the flow method (absent: "none", no ``flow`` array); ``flow_preset`` (DIS) or
+``raft_model`` / ``raft_weights`` (RAFT) say how it was computed.
 
 Arrays are chunked along time (``settings.chunk_frames``) and sharded (``settings.shard_frames`` frames
 per file). A writer owns one video group; ``complete`` is set last, so a reader never sees half a video.
@@ -46,6 +50,7 @@ class ArraySpec:
     cell: int  # 1: (h, w) pixels; 4: (h/4, w/4) cells; 0: no spatial axes
     channels: int | None
     jpeg_quality: int | None = None  # None: lossless zstd
+    step: int = 0  # float16 values rounded to 1/step px (compresses the mantissa); 0: kept as computed
 
 
 def array_specs(settings: Mapping) -> dict[str, ArraySpec]:
@@ -59,17 +64,24 @@ def array_specs(settings: Mapping) -> dict[str, ArraySpec]:
     if "frames" in mods:
         specs["frames"] = ArraySpec("uint8", 1, 3, fq)
     if "mv" in mods:
-        specs["mv"] = ArraySpec("float16", 4, 4)
+        specs["mv"] = ArraySpec("float16", 4, 4, step=MV_STEP)
         specs["mv_mask"] = ArraySpec("bool", 4, 2)
     if "residual" in mods:
         specs["residual"] = ArraySpec(res_dtype, 1, 3, rq)
     if "accumulated" in mods:
-        specs["mv_acc"] = ArraySpec("float16", 4, 2)
+        specs["mv_acc"] = ArraySpec("float16", 4, 2, step=MV_STEP)
         specs["residual_acc"] = ArraySpec(res_dtype, 1, 3, rq)
     if "keyframes" in mods:
         specs["keyframes"] = ArraySpec("uint8", 1, 3, fq)
         specs["keyframe_index"] = ArraySpec("int32", 0, None)
+    if flow_method(settings) != "none":
+        specs["flow"] = ArraySpec("float16", 1, 2)
     return specs
+
+
+def flow_method(settings: Mapping) -> str:
+    """The store's optical-flow method; stores written before flow existed have none."""
+    return settings.get("flow", "none")
 
 
 def _tail(spec: ArraySpec, h: int, w: int) -> tuple[int, ...]:
@@ -80,8 +92,8 @@ def _tail(spec: ArraySpec, h: int, w: int) -> tuple[int, ...]:
 
 def to_stored(name: str, values: np.ndarray, spec: ArraySpec) -> np.ndarray:
     """Cast computed values to the stored dtype (rounding vectors, clipping residuals)."""
-    if spec.dtype == "float16":
-        return (np.rint(values * MV_STEP) / MV_STEP).astype(np.float16)
+    if spec.step:
+        return (np.rint(values * spec.step) / spec.step).astype(np.float16)
     if spec.dtype == "int8":
         return np.clip(values, -128, 127).astype(np.int8)
     return np.asarray(values).astype(spec.dtype)

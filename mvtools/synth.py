@@ -126,3 +126,31 @@ def make_dataset(
                         width=width, height=height)
         paths.append(encode_video(Path(out_dir) / name / f"{name}_{i:04d}.mp4", frames))
     return paths
+
+
+def camera_matrices(
+    canvas_size: int, width: int, height: int, num_frames: int, *,
+    shift: tuple[float, float] = (0.0, 0.0), rotation: float = 0.0, zoom: float = 1.0,
+) -> list[np.ndarray]:
+    """2x3 affine maps canvas -> image (cv2.warpAffine's M) for frames t = 0..num_frames-1, where the
+    scene moves by ``shift`` px per frame, turns ``rotation`` degrees per frame (counter-clockwise on
+    screen) and scales by ``zoom`` per frame, both about the image centre:
+
+        p_t = c_image + shift t + zoom^t R(rotation t) (c - c_canvas)
+
+    ``mvtools.flow.affine_flow`` gives the exact flow between any two of these frames.
+    """
+    c_canvas = np.array([canvas_size / 2, canvas_size / 2])
+    c_image = np.array([width / 2, height / 2])
+    out = []
+    for t in range(num_frames):
+        a = np.deg2rad(rotation * t)
+        rot = zoom ** t * np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+        out.append(np.hstack([rot, (c_image + np.asarray(shift) * t - rot @ c_canvas)[:, None]]))
+    return out
+
+
+def render_views(canvas: np.ndarray, matrices: Iterable[np.ndarray], width: int, height: int) -> Iterable[np.ndarray]:
+    """The frames a camera sees of ``canvas`` through each map (bilinear, borders reflected)."""
+    for m in matrices:
+        yield cv2.warpAffine(canvas, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
