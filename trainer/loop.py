@@ -205,9 +205,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     torch.manual_seed(config.seed)
     method = build_method(config).to(device)
     split = config.split if config.split is not None else default_split(config.store)
+    spec = ClipSpec(config.clip_len, config.stride, config.size, **config.augment)
     dataset = ClipDataset(config.store, modalities=method.modalities, split=split, views=method.views,
-                          seed=config.seed, spec=ClipSpec(config.clip_len, config.stride, config.size, **config.augment),
-                          sampler=method.sampler())
+                          seed=config.seed, spec=spec, sampler=method.sampler())
     optimizer = _optimizer(method, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps))
