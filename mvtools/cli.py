@@ -110,10 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "optical flow when the store has it. Titles give the frame index and type (I/P/B).\n"
                     "SOURCE is a store (then KEY names the video) or a video file (computed on the fly).",
         epilog="examples:\n  mvtools show ucf101.zarr ApplyEyeMakeup__v_ApplyEyeMakeup_g01_c01 --frames 0:6\n"
-               "  mvtools show clip.mp4 -o clip.mp4.gif --modalities frames,mv",
+               "  mvtools show clip.mp4 -o clip.gif --modalities frames,mv",
     )
     show.add_argument("source", metavar="SOURCE", help="a store (STORE.zarr) or a video file")
-    show.add_argument("key", metavar="KEY", nargs="?", help="the video's key in the store (see `mvtools info`)")
+    show.add_argument("key", metavar="KEY", nargs="?",
+                      help="the video's key: its group videos/KEY in the store (`mvtools show STORE` lists some)")
     show.add_argument("-o", "--output", metavar="OUT",
                       help="out.png (a grid: rows = frames), out.mp4 or out.gif (one row per frame); "
                            "default <KEY>.png in the working directory")
@@ -123,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--modalities", type=_show_modalities, metavar="LIST",
                       help="comma-separated, from frames,mv,residual,framediff,flow (default: every one "
                            "the source has)")
+    show.add_argument("--panel-height", type=int, default=192, metavar="PX",
+                      help="height of each panel's image, pixels (default 192; rounded to even)")
     show.add_argument("--size", type=int, default=128,
                       help="short side, pixels, of what is computed from a VIDEO_FILE (default 128, as extract)")
 
@@ -271,6 +274,9 @@ def _show(args) -> int:
     from .errors import StoreError
 
     kind = show.output_kind(args.output) if args.output else ".png"
+    if args.panel_height < 16:
+        print("mvtools show: error: --panel-height must be >= 16", file=sys.stderr)
+        return EXIT_USAGE
     frames = args.frames or slice(0, show.DEFAULT_FRAMES[kind])
     limit = show.MAX_FRAMES[kind]
     if os.path.isdir(args.source):
@@ -278,8 +284,8 @@ def _show(args) -> int:
             from .store import open_store
 
             keys = open_store(args.source).keys()
-            raise StoreError(args.source, "is a store: give the KEY of a video, e.g. "
-                             + (", ".join(keys[:3]) or "(it has no complete videos)"))
+            some = ", ".join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
+            raise StoreError(args.source, f"is a store: give the KEY of a video, e.g. {some or '(none complete)'}")
         clip = show.from_store(args.source, args.key, frames, args.modalities, limit)
     else:
         if args.key:
@@ -291,7 +297,7 @@ def _show(args) -> int:
     if clip.truncated:
         print(f"showing the first {len(clip.samples)} frames ({clip.truncated} more asked for: at most {limit} "
               f"in a {kind})", file=sys.stderr)
-    width, height = show.write(output, clip)
+    width, height = show.write(output, clip, panel_height=args.panel_height + args.panel_height % 2)
     first, last = clip.samples[0]["index"], clip.samples[-1]["index"]
     print(f"wrote {output} ({width}x{height}; frames {first}-{last}; {','.join(clip.modalities)})")
     return EXIT_OK

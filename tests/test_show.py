@@ -168,9 +168,9 @@ def test_cli_shows_stored_flow(synth_store, tmp_path, capsys):
 def test_cli_on_a_video_file(synth_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     video = next(synth_dir.rglob("left_0000.mp4"))
-    assert main(["show", str(video), "--frames", "0:3"]) == 0
+    assert main(["show", str(video), "--frames", "0:3", "--panel-height", "96"]) == 0
     assert "wrote left_0000.png" in capsys.readouterr().out
     image = Image.open(tmp_path / "left_0000.png")
-    assert image.size == (4 * 288, 3 * 212)  # frames, mv, residual, framediff; 192x128 -> 288x192 panels
+    assert image.size == (4 * 144, 3 * 116)  # frames, mv, residual, framediff; 192x128 -> 144x96 panels
     assert main(["show", str(video), "KEY"]) == 2 and "is for a store" in capsys.readouterr().err
     assert main(["show", str(video), "--modalities", "flow"]) == 2 and "'flow'" in capsys.readouterr().err
