@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="One row of panels per frame: the frame with motion-vector arrows, the dense field as\n"
                     "colours (hue = direction: red right, yellow-green down, cyan left, violet up; brightness =\n"
-                    "magnitude; the wheel is the legend), residual and frame difference (blue < 0 < red), and\n"
-                    "optical flow when the store has it. Titles give the frame index and type (I/P/B).\n"
+                    "magnitude; the wheel is the legend), optical flow the same way when the store has it,\n"
+                    "residual and frame difference (blue < 0 < red). Titles give the frame index and type.\n"
                     "SOURCE is a store (then KEY names the video) or a video file (computed on the fly).",
         epilog="examples:\n  mvtools show ucf101.zarr ApplyEyeMakeup__v_ApplyEyeMakeup_g01_c01 --frames 0:6\n"
                "  mvtools show clip.mp4 -o clip.gif --modalities frames,mv",
@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="frames as a python slice (a:b, a:b:step, -8:); default 0:8 for .png, every frame "
                            "for .mp4/.gif; at most 32 rows in a .png and 300 frames in a movie")
     show.add_argument("--modalities", type=_show_modalities, metavar="LIST",
-                      help="comma-separated, from frames,mv,residual,framediff,flow (default: every one "
-                           "the source has)")
+                      help="comma-separated panels, in order, from frames,mv,flow,residual,framediff "
+                           "(default: every one the source has)")
     show.add_argument("--panel-height", type=int, default=192, metavar="PX",
                       help="height of each panel's image, pixels (default 192; rounded to even)")
     show.add_argument("--size", type=int, default=128,

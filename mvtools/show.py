@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from .errors import MvtoolsError, StoreError, VideoError
 from .features import FRAME_TYPE_CODES
 
-MODALITIES = ("frames", "mv", "residual", "framediff", "flow")
+MODALITIES = ("frames", "mv", "flow", "residual", "framediff")  # the default order: flow next to mv
 FRAME_TYPES = {code: name for name, code in FRAME_TYPE_CODES.items()}
 OUTPUTS = (".png", ".mp4", ".gif")
 MAX_FRAMES = {".png": 32, ".mp4": 300, ".gif": 300}  # rows of a .png; frames of a movie
@@ -332,6 +332,9 @@ def from_video(path: str | os.PathLike, frames: slice, modalities: Sequence[str]
 
     path = os.fspath(path)
     info = probe(path)
+    if not info.exports_motion_vectors:
+        raise VideoError(path, f"codec {info.codec} carries no motion vectors FFmpeg can export: extract it "
+                               "(which transcodes it to H.264) and show the store")
     mods = _check_modalities(modalities, ("frames", "mv", "residual", "framediff"), lambda m: VideoError(
         path, f"{m!r} is not computed on the fly from a video ({HINTS.get(m, '')}, then show the store)"))
     known = info.num_frames or sys.maxsize

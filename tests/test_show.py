@@ -121,7 +121,8 @@ def test_writes_png_mp4_gif(synth_store, tmp_path):
     clip = show.from_store(synth_store, LEFT, slice(0, 5), ("frames", "mv", "residual"), limit=300)
     w = show.layout(1, 3, (128, 192), 96).size[0]
     assert show.write(tmp_path / "a.png", clip, panel_height=96) == (w, 5 * 116)
-    assert Image.open(tmp_path / "a.png").size == (w, 5 * 116)
+    with Image.open(tmp_path / "a.png") as png:
+        assert png.size == (w, 5 * 116)
     assert show.write(tmp_path / "a.mp4", clip, panel_height=96) == (w, 116)
     with av.open(str(tmp_path / "a.mp4")) as container:
         frames = list(container.decode(video=0))
@@ -155,10 +156,13 @@ def test_cli_shows_stored_flow(synth_store, tmp_path, capsys):
     flow = np.zeros((40, 128, 192, 2), np.float16)
     flow[..., 1] = 2  # everything moves down
     group.create_array("flow", data=flow, chunks=(16, 128, 192, 2))
+    clip = show.from_store(store, LEFT, slice(0, 2), None, limit=32)
+    assert clip.modalities == ("frames", "mv", "flow", "residual", "framediff")  # flow next to mv by default
     out = tmp_path / "flow.png"
     assert main(["show", str(store), LEFT, "-o", str(out), "--frames", "3:5", "--modalities", "mv,flow"]) == 0
     assert "frames 3-4; mv,flow" in capsys.readouterr().out
-    image = np.asarray(Image.open(out).convert("RGB"))
+    with Image.open(out) as png:
+        image = np.asarray(png.convert("RGB"))
     w = show.layout(1, 2, (128, 192)).panel_w
     assert image.shape == (2 * 212, 2 * w, 3)
     flow_panel = image[30:120, w + 10:w + 150]
@@ -170,7 +174,7 @@ def test_cli_on_a_video_file(synth_dir, tmp_path, monkeypatch, capsys):
     video = next(synth_dir.rglob("left_0000.mp4"))
     assert main(["show", str(video), "--frames", "0:3", "--panel-height", "96"]) == 0
     assert "wrote left_0000.png" in capsys.readouterr().out
-    image = Image.open(tmp_path / "left_0000.png")
-    assert image.size == (4 * 144, 3 * 116)  # frames, mv, residual, framediff; 192x128 -> 144x96 panels
+    with Image.open(tmp_path / "left_0000.png") as image:
+        assert image.size == (4 * 144, 3 * 116)  # frames, mv, residual, framediff; 192x128 -> 144x96 panels
     assert main(["show", str(video), "KEY"]) == 2 and "is for a store" in capsys.readouterr().err
     assert main(["show", str(video), "--modalities", "flow"]) == 2 and "'flow'" in capsys.readouterr().err
