@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="out.png (a grid: rows = frames), out.mp4 or out.gif (one row per frame); "
                            "default <KEY>.png in the working directory")
     show.add_argument("--frames", type=_frames, metavar="A:B",
-                      help="frames as a python slice (a:b, a:b:step, -8:); default 0:8 for .png, every frame "
-                           "for .mp4/.gif; at most 32 rows in a .png and 300 frames in a movie")
+                      help="frames as a python slice (a:b, a:b:step; --frames=-8: for the last 8); default 0:8 "
+                           "for .png, every frame for .mp4/.gif; at most 32 rows in a .png and 300 frames in a movie")
     show.add_argument("--modalities", type=_show_modalities, metavar="LIST",
                       help="comma-separated panels, in order, from frames,mv,flow,residual,framediff "
                            "(default: every one the source has)")
@@ -274,8 +274,8 @@ def _show(args) -> int:
     from .errors import StoreError
 
     kind = show.output_kind(args.output) if args.output else ".png"
-    if args.panel_height < 16:
-        print("mvtools show: error: --panel-height must be >= 16", file=sys.stderr)
+    if args.panel_height < 16 or args.size < 8 or args.size % 2:
+        print("mvtools show: error: --panel-height must be >= 16 and --size an even number >= 8", file=sys.stderr)
         return EXIT_USAGE
     frames = args.frames or slice(0, show.DEFAULT_FRAMES[kind])
     limit = show.MAX_FRAMES[kind]

@@ -34,9 +34,11 @@ OUTPUTS = (".png", ".mp4", ".gif")
 MAX_FRAMES = {".png": 32, ".mp4": 300, ".gif": 300}  # rows of a .png; frames of a movie
 DEFAULT_FRAMES = {".png": 8, ".mp4": 300, ".gif": 300}
 HINTS = {  # how to get a modality a store lacks
-    "frames": "extract with --modalities frames,...", "framediff": "it is derived from frames: extract with "
-    "--modalities frames,...", "mv": "extract with --modalities mv,...", "residual": "extract with "
-    "--modalities residual,...", "flow": "extract with --flow dis",
+    "frames": "extract with --modalities frames,...",
+    "framediff": "it is derived from frames: extract with --modalities frames,...",
+    "mv": "extract with --modalities mv,...",
+    "residual": "extract with --modalities residual,...",
+    "flow": "extract with --flow dis",
 }
 
 
@@ -154,7 +156,7 @@ def frame_panels(sample: dict, modalities: Sequence[str], limits: dict[str, floa
             panel = Panel(head + name, np.asarray(sample["frames"]), (w, h))
             if "mv" in sample:
                 x, y, u, v = arrow_samples(*forward_motion(sample["mv"], sample["mv_mask"]))
-                gain = 16 / top  # an arrow of the clip's largest motion spans one arrow spacing
+                gain = 16 / top  # the clip's 99th-percentile motion spans one arrow spacing
                 panel.arrows, panel.note = (x, y, u, v, gain), f"arrows x{gain:.3g}"
         elif name in ("mv", "flow"):
             if name == "mv":
@@ -286,10 +288,9 @@ def frame_range(frames: slice, length: int, limit: int) -> tuple[range, int]:
 
 
 def store_modalities(view) -> tuple[str, ...]:
-    arrays = set(view.arrays())
-    have = {"frames": "frames" in arrays, "mv": "mv" in arrays, "residual": "residual" in arrays,
-            "framediff": "frames" in arrays, "flow": "flow" in arrays}
-    return tuple(m for m in MODALITIES if have[m])
+    """The modalities a store's video can show (framediff is derived from frames)."""
+    arrays, source = set(view.arrays()), {"framediff": "frames"}
+    return tuple(m for m in MODALITIES if source.get(m, m) in arrays)
 
 
 def from_store(path: str | os.PathLike, key: str, frames: slice, modalities: Sequence[str] | None,
@@ -360,7 +361,8 @@ def from_video(path: str | os.PathLike, frames: slice, modalities: Sequence[str]
     finally:
         features.close()
     if not samples:
-        raise VideoError(path, f"no frames in {_slice_text(frames)}")
+        count = f": it has {info.num_frames}" if info.num_frames else ""
+        raise VideoError(path, f"no frames in {_slice_text(frames)}{count}")
     if info.num_frames == 0:
         truncated = 0
     name = os.path.splitext(os.path.basename(path))[0]
