@@ -1,4 +1,4 @@
-"""The ``mvtools`` command line: extract, info, synth; train and eval (from ``trainer``)."""
+"""The ``mvtools`` command line: extract, info, show, synth; train and eval (from ``trainer``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,25 @@ EXIT_CODES = """exit codes:
 
 def _modalities(text: str) -> tuple[str, ...]:
     from .extract import MODALITIES
+
+    mods = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in mods if m not in MODALITIES]
+    if bad or not mods:
+        raise argparse.ArgumentTypeError(f"unknown modality {bad}; choose from {','.join(MODALITIES)}")
+    return mods
+
+
+def _frames(text: str) -> slice:
+    from .show import parse_frames
+
+    try:
+        return parse_frames(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _show_modalities(text: str) -> tuple[str, ...]:
+    from .show import MODALITIES
 
     mods = tuple(m.strip() for m in text.split(",") if m.strip())
     bad = [m for m in mods if m not in MODALITIES]
@@ -93,6 +112,34 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="summarise a store: videos, frames, bytes, settings")
     info.add_argument("store", metavar="STORE")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+
+    show = sub.add_parser(
+        "show", help="draw what a store (or a video) holds: frames with MV arrows, fields, residuals",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="One row of panels per frame: the frame with motion-vector arrows, the dense field as\n"
+                    "colours (hue = direction: red right, yellow-green down, cyan left, violet up; brightness =\n"
+                    "magnitude; the wheel is the legend), optical flow the same way when the store has it,\n"
+                    "residual and frame difference (blue < 0 < red). Titles give the frame index and type.\n"
+                    "SOURCE is a store (then KEY names the video) or a video file (computed on the fly).",
+        epilog="examples:\n  mvtools show ucf101.zarr ApplyEyeMakeup__v_ApplyEyeMakeup_g01_c01 --frames 0:6\n"
+               "  mvtools show clip.mp4 -o clip.gif --modalities frames,mv",
+    )
+    show.add_argument("source", metavar="SOURCE", help="a store (STORE.zarr) or a video file")
+    show.add_argument("key", metavar="KEY", nargs="?",
+                      help="the video's key: its group videos/KEY in the store (`mvtools show STORE` lists some)")
+    show.add_argument("-o", "--output", metavar="OUT",
+                      help="out.png (a grid: rows = frames), out.mp4 or out.gif (one row per frame); "
+                           "default <KEY>.png in the working directory")
+    show.add_argument("--frames", type=_frames, metavar="A:B",
+                      help="frames as a python slice (a:b, a:b:step; --frames=-8: for the last 8); default 0:8 "
+                           "for .png, every frame for .mp4/.gif; at most 32 rows in a .png and 300 frames in a movie")
+    show.add_argument("--modalities", type=_show_modalities, metavar="LIST",
+                      help="comma-separated panels, in order, from frames,mv,flow,residual,framediff "
+                           "(default: every one the source has)")
+    show.add_argument("--panel-height", type=int, default=192, metavar="PX",
+                      help="height of each panel's image, pixels (default 192; rounded to even)")
+    show.add_argument("--size", type=int, default=128,
+                      help="short side, pixels, of what is computed from a VIDEO_FILE (default 128, as extract)")
 
     synth = sub.add_parser(
         "synth", help="write a small labelled H.264 dataset whose classes differ only by motion",
@@ -242,6 +289,42 @@ def _info(args) -> int:
     return EXIT_OK
 
 
+def _show(args) -> int:
+    import os
+
+    from . import show
+    from .errors import StoreError
+
+    kind = show.output_kind(args.output) if args.output else ".png"
+    if args.panel_height < 16 or args.size < 8 or args.size % 2:
+        print("mvtools show: error: --panel-height must be >= 16 and --size an even number >= 8", file=sys.stderr)
+        return EXIT_USAGE
+    frames = args.frames or slice(0, show.DEFAULT_FRAMES[kind])
+    limit = show.MAX_FRAMES[kind]
+    if os.path.isdir(args.source):
+        if not args.key:
+            from .store import open_store
+
+            keys = open_store(args.source).keys()
+            some = ", ".join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
+            raise StoreError(args.source, f"is a store: give the KEY of a video, e.g. {some or '(none complete)'}")
+        clip = show.from_store(args.source, args.key, frames, args.modalities, limit)
+    else:
+        if args.key:
+            print(f"mvtools show: error: KEY {args.key!r} is for a store; {args.source} is not a store folder",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        clip = show.from_video(args.source, frames, args.modalities, limit, size=args.size)
+    output = args.output or show.default_output(clip.name)
+    if clip.truncated:
+        print(f"showing the first {len(clip.samples)} frames ({clip.truncated} more asked for: at most {limit} "
+              f"in a {kind})", file=sys.stderr)
+    width, height = show.write(output, clip, panel_height=args.panel_height + args.panel_height % 2)
+    first, last = clip.samples[0]["index"], clip.samples[-1]["index"]
+    print(f"wrote {output} ({width}x{height}; frames {first}-{last}; {','.join(clip.modalities)})")
+    return EXIT_OK
+
+
 def _synth(args) -> int:
     from .synth import make_dataset
 
@@ -255,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from trainer.cli import run_eval, run_train
 
-    handler = {"extract": _extract, "info": _info, "synth": _synth, "train": run_train, "eval": run_eval}[args.command]
+    handler = {"extract": _extract, "info": _info, "show": _show, "synth": _synth, "train": run_train,
+               "eval": run_eval}[args.command]
     try:
         return handler(args)
     except MvtoolsError as e:
