@@ -1,4 +1,4 @@
-# make demo: install, then extract a bundled synthetic dataset end to end.
+# make demo: install, then extract a bundled synthetic dataset, picture it, pretrain on it and evaluate.
 # make test: install, then lint and run the test suite.
 PY      ?= python3
 VENV    := .venv
@@ -20,11 +20,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+DEMO_METHOD ?= rgb
+
 demo: install
 	rm -rf $(DEMO)
-	$(BIN)/mvtools synth $(DEMO)/videos --videos 8 --seed 0
+	$(BIN)/mvtools synth $(DEMO)/videos --videos 16 --seed 0
 	$(BIN)/mvtools extract $(DEMO)/videos -o $(DEMO)/store.zarr
 	$(BIN)/mvtools info $(DEMO)/store.zarr
+	$(BIN)/mvtools show $(DEMO)/store.zarr right__right_0001 -o $(DEMO)/right.png --frames 8:12
+	$(BIN)/mvtools train --config pipelines/train/$(DEMO_METHOD)_tiny.yaml --store $(DEMO)/store.zarr \
+		--out $(DEMO)/run --steps 60
+	$(BIN)/mvtools eval --checkpoint $(DEMO)/run/checkpoint.pt --store $(DEMO)/store.zarr
 
 lint: install
 	$(BIN)/ruff check mvtools trainer tests benchmarks

@@ -19,6 +19,8 @@ from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.buffer import Buffer, NDBuffer
 
 NAME = "mvtools.jpeg"
+# OpenCV >= 4.11 decodes straight to RGB (libjpeg's own colour conversion: the same pixels, one pass less).
+RGB_DECODE = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,13 @@ def decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     lengths = np.frombuffer(data, "<u4", count=n, offset=4)
     out = np.empty(shape, np.uint8)
     offset = 4 * (n + 1)
-    flag = cv2.IMREAD_COLOR if shape[-1] == 3 else cv2.IMREAD_GRAYSCALE
+    flag = (RGB_DECODE or cv2.IMREAD_COLOR) if shape[-1] == 3 else cv2.IMREAD_GRAYSCALE
     for i, length in enumerate(lengths):
         image = cv2.imdecode(np.frombuffer(data, np.uint8, count=int(length), offset=offset), flag)
-        if shape[-1] == 3:
+        if shape[-1] == 3 and not RGB_DECODE:
             cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=out[i])
         else:
-            out[i, ..., 0] = image
+            out[i] = image.reshape(out.shape[1:])
         offset += int(length)
     if np.dtype(dtype) == np.int8:
         return (out ^ np.uint8(0x80)).view(np.int8)

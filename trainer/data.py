@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ MODALITIES = ("rgb", "mv", "residual", "framediff", "flow", "keyframe")
 ARRAYS = {"rgb": ("frames",), "mv": ("mv",), "residual": ("residual",), "framediff": ("frames",),
           "flow": ("flow",), "keyframe": ("keyframes", "keyframe_index")}
 MEAN, STD = 0.45, 0.225
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+OPEN_VIDEOS = 256  # array handles kept open per process (each holds its metadata)
 
 
 class DataError(MvtoolsError):
@@ -136,8 +139,11 @@ def crop_resize(arrays: np.ndarray, box: Sequence[float], size: int, cell: int =
     m = np.array([[sx, 0, (x0 + 0.5 * (x1 - x0) / size) / cell - 0.5],
                   [0, sy, (y0 + 0.5 * (y1 - y0) / size) / cell - 0.5]], np.float64)
     flat = arrays.reshape(-1, *arrays.shape[-3:])
-    out = np.stack([cv2.warpAffine(a, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                   borderMode=cv2.BORDER_REPLICATE) for a in flat])
+    out = np.empty((len(flat), size, size, arrays.shape[-1]), arrays.dtype)
+    for a, o in zip(flat, out):
+        o.reshape(size, size, -1)[:] = cv2.warpAffine(a, m, (size, size), dst=None,
+                                                      flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                                      borderMode=cv2.BORDER_REPLICATE).reshape(size, size, -1)
     return out.reshape(*arrays.shape[:-3], size, size, arrays.shape[-1])
 
 
@@ -151,15 +157,19 @@ def scale_vectors(field: np.ndarray, box: Sequence[float], size: int, flip: bool
 
 
 def colour_jitter(rgb: np.ndarray, view: View) -> np.ndarray:
-    """Brightness, contrast and saturation factors (and optional grayscale) on float RGB in [0, 1]."""
+    """Brightness b, contrast c, saturation s (s = 0: grayscale) on float RGB in [0, 1], then clipped.
+
+    In sequence: x <- b x;  x <- c x + (1 - c) mean(Y);  x <- s x + (1 - s) Y, with Y = luma . x and the
+    mean per frame. All three are linear, so they are applied as one: x <- c b S x + (1 - c) b mean(luma . x),
+    S = s I + (1 - s) 1 luma^T (S 1 = 1 because the luma weights sum to 1).
+    """
     b, c, s = view.colour
-    x = rgb * b
-    gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    x = (x - gray.mean(axis=(-1, -2), keepdims=True)[..., None]) * c + gray.mean(axis=(-1, -2), keepdims=True)[
-        ..., None]
-    gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
-    x = gray[..., None] + ((0.0 if view.gray else s) * (x - gray[..., None]))
-    return np.clip(x, 0.0, 1.0)
+    s = 0.0 if view.gray else s
+    sat = s * np.eye(3) + (1 - s) * np.outer(np.ones(3), LUMA)
+    offset = (1 - c) * b * (rgb @ LUMA).mean(axis=(-1, -2))
+    x = rgb @ (c * b * sat).T.astype(np.float32)
+    x += offset.astype(np.float32)[..., None, None, None]
+    return np.clip(x, 0.0, 1.0, out=x)
 
 
 def _channels_first(x: np.ndarray) -> torch.Tensor:
@@ -173,13 +183,32 @@ def _flip(x: np.ndarray, flip: bool) -> np.ndarray:
 
 
 def _rgb(frames: np.ndarray, view: View, spec: ClipSpec, augment: bool) -> torch.Tensor:
-    x = crop_resize(frames.astype(np.float32) / 255.0, view.box, spec.size)
+    # Cropping the uint8 frames first converts fewer pixels to float; bilinear rounding costs < 0.5/255.
+    x = crop_resize(frames, view.box, spec.size).astype(np.float32) * np.float32(1 / 255)
     if augment:
         x = colour_jitter(x, view)
-    return _channels_first((_flip(x, view.flip) - MEAN) / STD)
+    x -= MEAN
+    x *= 1 / STD
+    return _channels_first(_flip(x, view.flip))
 
 
-def read_view(group: zarr.Group, video: Video, view: View, modalities: Sequence[str], spec: ClipSpec,
+class VideoArrays:
+    """A video's zarr group whose arrays are opened once: every ``group[name]`` reads and parses metadata."""
+
+    def __init__(self, group: zarr.Group):
+        self.group = group
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def __getitem__(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._arrays or name in self.group
+
+
+def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalities: Sequence[str], spec: ClipSpec,
               augment: bool = True) -> dict[str, torch.Tensor]:
     """One view of one video: the requested modalities of frames ``clip_indices(view.start)``."""
     idx = clip_indices(view.start, spec, video.num_frames)
@@ -248,7 +277,8 @@ class ClipDataset(torch.utils.data.Dataset):
             what = f"split {split!r}" if split else "the requested keys" if keys is not None else "the store"
             raise DataError(f"{self.store_path}: no complete videos in {what}")
         self._check_arrays()
-        self._root: zarr.Group | None = None
+        self._videos_group: zarr.Group | None = None
+        self._open: OrderedDict[int, VideoArrays] = OrderedDict()  # the last OPEN_VIDEOS videos read
         self._pid = -1
 
     def _check_arrays(self) -> None:
@@ -260,10 +290,19 @@ class ClipDataset(torch.utils.data.Dataset):
                 raise DataError(f"{self.store_path}: modality {m!r} needs array {missing[0]!r}, which the store "
                                 f"does not hold (it has {', '.join(sorted(have))}); extract with it")
 
-    def group(self, video: int) -> zarr.Group:
-        if self._root is None or self._pid != os.getpid():
-            self._root, self._pid = zarr.open_group(self.store_path, mode="r"), os.getpid()
-        return self._root["videos"][self.videos[video].key]
+    def group(self, video: int) -> VideoArrays:
+        """The video's arrays, opened in this process (handles are not shared across a fork)."""
+        if self._videos_group is None or self._pid != os.getpid():
+            self._videos_group = zarr.open_group(self.store_path, mode="r")["videos"]
+            self._open.clear()
+            self._pid = os.getpid()
+        if video in self._open:
+            self._open.move_to_end(video)
+        else:
+            self._open[video] = VideoArrays(self._videos_group[self.videos[video].key])
+            if len(self._open) > OPEN_VIDEOS:
+                self._open.popitem(last=False)
+        return self._open[video]
 
     def label(self, video: int) -> int:
         lab = self.videos[video].label
