@@ -70,6 +70,8 @@ def run_train(args) -> int:
     if not config.store or not config.out:
         raise TrainError("--store and --out are required (on the command line or in --config)")
     summary = train(config, resume=args.resume, progress=not args.quiet)
+    if summary["rank"]:
+        return 0  # under torchrun, rank 0 reports
     last = summary["last"]
     terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("step", "lr"))
     print(f"trained {config.method} ({config.backbone}) to step {summary['steps']}: {terms}; "

@@ -277,7 +277,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
             log.close()
             board.close()
     return {"steps": stop, "resumed_from": start, "last": last,
-            "data_wait_fraction": wait / max(wait + busy, 1e-9), "world_size": world, "device": str(device)}
+            "data_wait_fraction": wait / max(wait + busy, 1e-9), "world_size": world, "rank": rank,
+            "device": str(device)}
 
 
 def _state(config, method, optimizer, scheduler, step, world) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -36,6 +37,11 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return pool(self.forward_features(x))
+
+
+def scaled(widths: Sequence[int], factor: float) -> list[int]:
+    """Channel widths times ``factor`` (at least 4 each): a thinner network of the same shape."""
+    return [max(4, round(w * factor)) for w in widths] if factor != 1.0 else list(widths)
 
 
 def pool(feature_map: torch.Tensor) -> torch.Tensor:
@@ -99,10 +105,11 @@ class ResNet(Backbone):
     ``widths[i]``; every stage after the first halves each axis (time included, for clips)."""
 
     def __init__(self, kind: str = "r3d", in_channels: int = 3, widths: Sequence[int] = (64, 128, 256, 512),
-                 blocks: Sequence[int] = (2, 2, 2, 2), stem_width: int | None = None):
+                 blocks: Sequence[int] = (2, 2, 2, 2), stem_width: int | None = None, width: float = 1.0):
         super().__init__()
         dims = 2 if kind == "2d" else 3
-        stem_width = stem_width or widths[0]
+        widths = scaled(widths, width)
+        stem_width = scaled([stem_width], width)[0] if stem_width else widths[0]
         if kind == "2d":
             self.stem = nn.Sequential(nn.Conv2d(in_channels, stem_width, 7, 2, 3, bias=False),
                                       *_bn_relu(2, stem_width), nn.MaxPool2d(3, 2, 1))
@@ -132,8 +139,9 @@ class ResNet(Backbone):
 class Tiny3d(Backbone):
     """A small 3D CNN for CPU tests and the demo: stem 3x3x3 conv, then one strided conv block per width."""
 
-    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64)):
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64), width: float = 1.0):
         super().__init__()
+        widths = scaled(widths, width)
         self.stem = nn.Sequential(nn.Conv3d(in_channels, widths[0], 3, (1, 2, 2), 1, bias=False),
                                   *_bn_relu(3, widths[0]))
         stages, cin = [], widths[0]
@@ -234,7 +242,8 @@ CLIP_BACKBONES = ("tiny", "r2plus1d_18", "r3d_18", "s3d")
 
 
 def build(name: str, in_channels: int = 3, **kwargs) -> Backbone:
-    """A backbone by name (``BACKBONES``); kwargs set widths / blocks (ResNets, tiny) or width (S3D)."""
+    """A backbone by name (``BACKBONES``); kwargs set widths / blocks (ResNets, tiny) and ``width``, a factor on
+    every channel width (all backbones)."""
     try:
         factory = BACKBONES[name]
     except KeyError:
@@ -252,3 +261,26 @@ def mlp(dims: Sequence[int], bn: bool = False) -> nn.Sequential:
         layers += [nn.ReLU(inplace=True)]
     layers.append(nn.Linear(dims[-2], dims[-1]))
     return nn.Sequential(*layers)
+
+
+def sincos_positions(shape: Sequence[int], dim: int, normalised: bool = False, scale: float = 16.0) -> torch.Tensor:
+    """Fixed sine-cosine position codes for a grid of ``shape`` (e.g. (T, H, W)): (prod(shape), dim).
+
+    ``dim`` is split evenly across the axes (the remainder padded with zeros); coordinate p on an axis gets
+    sin(p w_k), cos(p w_k), w_k = 10000^(-k/n), n = half the axis's share (Vaswani et al., 2017). Coordinates
+    are cell indices, or with ``normalised`` cell centres (i + 1/2) / n * ``scale``, so that grids of different
+    resolutions over the same extent get matching codes at matching places.
+    """
+    per_axis = (dim // len(shape)) // 2 * 2
+    axes = [torch.arange(n, dtype=torch.float32) for n in shape]
+    if normalised:
+        axes = [(a + 0.5) / len(a) * scale for a in axes]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    n = per_axis // 2
+    freq = 10000.0 ** (-torch.arange(n, dtype=torch.float32) / max(n, 1))
+    parts = []
+    for coord in grids:
+        angle = coord.reshape(-1, 1) * freq
+        parts += [angle.sin(), angle.cos()]
+    codes = torch.cat(parts, 1)
+    return F.pad(codes, (0, dim - codes.shape[1]))

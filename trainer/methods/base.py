@@ -1,14 +1,17 @@
-"""The contract between a method and the loop."""
+"""The contract between a method and the loop, and the parts several methods share."""
 
 from __future__ import annotations
 
+import copy
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data import Sampler
-from ..models import Backbone
+from ..losses import momentum_update
+from ..models import Backbone, build, mlp
 
 REGISTRY: dict[str, type[Method]] = {}
 
@@ -52,3 +55,42 @@ class Method(nn.Module):
     def embed(self, view: dict[str, torch.Tensor]) -> torch.Tensor:
         """Features of one evaluation view (B, D): the pooled output of the exported encoder."""
         return self.encoder(view["rgb"])
+
+
+class MomentumEncoder(nn.Module):
+    """A backbone with a projection head (queries), and its frozen EMA copy (keys).
+
+    query(x) = normalize(g(f(x))); key(x) = normalize(g_k(f_k(x))) without gradients; ``update(m)`` sets
+    theta_k <- m theta_k + (1 - m) theta.
+    """
+
+    def __init__(self, backbone: str, in_channels: int, dim: int, backbone_args: dict | None = None):
+        super().__init__()
+        self.backbone = build(backbone, in_channels, **(backbone_args or {}))
+        d = self.backbone.out_dim
+        self.head = mlp([d, d, dim])
+        self.key_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
+        self.key_head = copy.deepcopy(self.head).requires_grad_(False)
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.backbone(x)), dim=1)
+
+    @torch.no_grad()
+    def key(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.key_head(self.key_backbone(x)), dim=1)
+
+    @torch.no_grad()
+    def update(self, m: float) -> None:
+        momentum_update(self.key_backbone, self.backbone, m)
+        momentum_update(self.key_head, self.head, m)
+
+
+MOTION_CHANNELS = {"mv": 2, "flow": 2, "residual": 3, "framediff": 3}
+
+
+def motion_input(x: torch.Tensor, modality: str, clamp: float = 10.0) -> torch.Tensor:
+    """A motion clip as network input: vectors (``mv``'s past dx, dy or ``flow``, output pixels) clamped to
+    +-``clamp`` px and divided by it (as in the MCD authors' code); ``residual`` / ``framediff`` ([-1, 1]) x 4."""
+    if modality in ("mv", "flow"):
+        return x[:, :2].clamp(-clamp, clamp) / clamp
+    return x * 4.0

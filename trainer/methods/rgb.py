@@ -7,38 +7,10 @@ With ``queue=0`` the negatives are the batch's other keys (gathered across ranks
 
 from __future__ import annotations
 
-import copy
-
 import torch
-import torch.nn.functional as F
 
-from ..losses import Queue, batch_nce, info_nce, momentum_update
-from ..models import build, mlp
-from .base import Method, register
-
-
-class MomentumEncoder(torch.nn.Module):
-    """An encoder with a projection head, and its frozen EMA copy for keys."""
-
-    def __init__(self, backbone: str, in_channels: int, dim: int, backbone_args: dict | None = None):
-        super().__init__()
-        self.backbone = build(backbone, in_channels, **(backbone_args or {}))
-        d = self.backbone.out_dim
-        self.head = mlp([d, d, dim])
-        self.key_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
-        self.key_head = copy.deepcopy(self.head).requires_grad_(False)
-
-    def query(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.backbone(x)), dim=1)
-
-    @torch.no_grad()
-    def key(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.key_head(self.key_backbone(x)), dim=1)
-
-    @torch.no_grad()
-    def update(self, m: float) -> None:
-        momentum_update(self.key_backbone, self.backbone, m)
-        momentum_update(self.key_head, self.head, m)
+from ..losses import Queue, batch_nce, info_nce
+from .base import Method, MomentumEncoder, register
 
 
 @register

@@ -1,0 +1,110 @@
+"""Context and motion decoupling (Huang et al., CVPR 2021, arXiv 2104.00862), on stored motion vectors.
+
+An RGB clip is asked two things. Context: its embedding must match its GOP's I-frame (a 2D encoder),
+    L_ctx = in-batch nce(z_clip, z_iframe)     (the I-frame carries the scene, not the motion).
+Motion: a transformer encoder-decoder reads the clip's feature map and predicts, at every cell of a future
+motion-vector clip's feature grid, that clip's features (from a 3D encoder of the vectors):
+    L_mot = mean over cells p of nce(pred_p, target_p, {targets at every other cell of every sample}
+                                     + {every cell of the video's negative MV clips})
+Both use in-batch negatives gathered across DDP ranks, temperature 0.1; L = L_ctx + L_mot. MVs are clamped
+to +-10 px and divided by 10. Paper-scale encoders: I-frame ResNet-10 (2D), MV ResNet-10 (3D); the exported
+encoder is the clip backbone. Differences from the paper: H.264 vectors read straight from the store
+instead of MPEG-4 re-encodes, and the I-frame is that of the clip's GOP (the last at or before its start).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import batch_nce
+from ..models import build, mlp, pool, sincos_positions
+from ..samplers import FutureMotion
+from .base import Method, motion_input, register
+
+RESNET10 = {"blocks": [1, 1, 1, 1]}
+
+
+def tokens(feature_map: torch.Tensor) -> torch.Tensor:
+    """(B, D, *grid) -> (B, prod(grid), D)."""
+    return feature_map.flatten(2).transpose(1, 2)
+
+
+def future_motion_loss(predicted: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor,
+                       temperature: float = 0.1) -> torch.Tensor:
+    """L_mot: ``predicted``, ``target`` (B, P, D) and ``negatives`` (..., D), all normalised; cell p of sample b
+    must pick target (b, p) among every target cell of the batch (gathered across ranks) and the negatives."""
+    d = predicted.shape[-1]
+    return batch_nce(predicted.reshape(-1, d), target.reshape(-1, d), temperature,
+                     extra_negatives=negatives.reshape(-1, d))
+
+
+class FuturePredictor(nn.Module):
+    """Transformer encoder-decoder: clip feature tokens -> one output per cell of a target grid.
+
+    Both grids carry sine-cosine codes of their cells' normalised (t, y, x) positions, so a decoder query and
+    the clip tokens at the same image location share a spatial code whatever the two resolutions.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, width: int = 256, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.width = width
+        self.embed = nn.Linear(in_dim, width)
+        self.query = nn.Parameter(torch.randn(width) * 0.02)
+        self.transformer = nn.Transformer(width, heads, layers, layers, dim_feedforward=2 * width, dropout=0.0,
+                                          batch_first=True)
+        self.out = mlp([width, width, out_dim])
+
+    def codes(self, grid, device) -> torch.Tensor:
+        return sincos_positions(tuple(grid), self.width, normalised=True).to(device)
+
+    def forward(self, features: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        """features (B, D, T, H, W), grid (T', H', W') -> (B, T'H'W', out_dim)."""
+        memory = self.embed(tokens(features)) + self.codes(features.shape[2:], features.device)
+        queries = (self.query + self.codes(grid, features.device)).expand(len(features), -1, -1)
+        return self.out(self.transformer(memory, queries))
+
+
+@register
+class MCD(Method):
+    name = "mcd"
+    modalities = ("rgb", "keyframe", "mv")
+    views = 1
+
+    def __init__(self, backbone: str = "tiny", backbone_args: dict | None = None, dim: int = 128,
+                 temperature: float = 0.1, iframe_backbone: str = "resnet18_2d", iframe_args: dict | None = None,
+                 motion_backbone: str = "r3d_18", motion_args: dict | None = None, future_len: int = 8,
+                 gap: int = 2, motion_stride: int = 1, negatives: int = 3, clamp: float = 10.0,
+                 width: int = 256, layers: int = 2, heads: int = 4):
+        super().__init__()
+        self.clip = build(backbone, 3, **(backbone_args or {}))
+        self.iframe = build(iframe_backbone, 3, **(RESNET10 if iframe_args is None else iframe_args))
+        self.motion = build(motion_backbone, 2, **(RESNET10 if motion_args is None else motion_args))
+        d, di, dm = self.clip.out_dim, self.iframe.out_dim, self.motion.out_dim
+        self.clip_head, self.iframe_head = mlp([d, d, dim]), mlp([di, di, dim])
+        self.motion_head = mlp([dm, dm, dim])
+        self.predictor = FuturePredictor(d, dim, width, layers, heads)
+        self.temperature, self.clamp = temperature, clamp
+        self._sampler = FutureMotion(future_len, gap, motion_stride, negatives)
+
+    @property
+    def encoder(self):
+        return self.clip
+
+    def sampler(self):
+        return self._sampler
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        view = batch["views"][0]
+        features = self.clip.forward_features(view["rgb"])
+        z_clip = F.normalize(self.clip_head(pool(features)), dim=1)
+        z_iframe = F.normalize(self.iframe_head(self.iframe(view["keyframe"])), dim=1)
+        future, negatives = batch["future"], batch["negatives"]
+        b = len(future)
+        motion = self.motion.forward_features(motion_input(torch.cat([future, negatives.flatten(0, 1)]), "mv",
+                                                          self.clamp))
+        keys = F.normalize(self.motion_head(tokens(motion)), dim=-1)  # (B + B K, cells, dim)
+        predicted = F.normalize(self.predictor(features, motion.shape[2:]), dim=-1)
+        return {"ctx": batch_nce(z_clip, z_iframe, self.temperature),
+                "mot": future_motion_loss(predicted, keys[:b], keys[b:], self.temperature)}
