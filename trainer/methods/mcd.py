@@ -2,8 +2,10 @@
 
 An RGB clip is asked two things. Context: its embedding must match its GOP's I-frame (a 2D encoder),
     L_ctx = in-batch nce(z_clip, z_iframe)     (the I-frame carries the scene, not the motion).
-Motion: a transformer encoder-decoder reads the clip's feature map and predicts, at every cell of a future
-motion-vector clip's feature grid, that clip's features (from a 3D encoder of the vectors):
+Motion: a transformer encoder-decoder reads the clip's feature map, averaged over time (a spatial grid of
+tokens: the motion the decoder needs must be in the backbone's features, not re-derived by the decoder from
+appearance at two times), and predicts, at every cell of a future motion-vector clip's feature grid, that
+clip's features (from a 3D encoder of the vectors):
     L_mot = mean over cells p of nce(pred_p, target_p, {targets at every other cell of every sample}
                                      + {every cell of the video's negative MV clips})
 Both use in-batch negatives gathered across DDP ranks, temperature 0.1; L = L_ctx + L_mot. MVs are clamped
@@ -57,10 +59,11 @@ class FuturePredictor(nn.Module):
         self.out = mlp([width, width, out_dim])
 
     def codes(self, grid, device) -> torch.Tensor:
-        return sincos_positions(tuple(grid), self.width, normalised=True).to(device)
+        grid = (1, *grid) if len(grid) == 2 else tuple(grid)  # a spatial grid is one step of (t, y, x)
+        return sincos_positions(grid, self.width, normalised=True).to(device)
 
     def forward(self, features: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
-        """features (B, D, T, H, W), grid (T', H', W') -> (B, T'H'W', out_dim)."""
+        """features (B, D, H, W) or (B, D, T, H, W), grid (T', H', W') -> (B, T'H'W', out_dim)."""
         memory = self.embed(tokens(features)) + self.codes(features.shape[2:], features.device)
         queries = (self.query + self.codes(grid, features.device)).expand(len(features), -1, -1)
         return self.out(self.transformer(memory, queries))
@@ -105,6 +108,6 @@ class MCD(Method):
         motion = self.motion.forward_features(motion_input(torch.cat([future, negatives.flatten(0, 1)]), "mv",
                                                           self.clamp))
         keys = F.normalize(self.motion_head(tokens(motion)), dim=-1)  # (B + B K, cells, dim)
-        predicted = F.normalize(self.predictor(features, motion.shape[2:]), dim=-1)
+        predicted = F.normalize(self.predictor(features.mean(2), motion.shape[2:]), dim=-1)
         return {"ctx": batch_nce(z_clip, z_iframe, self.temperature),
                 "mot": future_motion_loss(predicted, keys[:b], keys[b:], self.temperature)}
