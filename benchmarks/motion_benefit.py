@@ -3,7 +3,7 @@ motion (``mvtools synth``: camera moves over random textures), with the same bac
 evaluate by linear probe and retrieval. Prints a markdown table (mean +- std over seeds), and what each method's
 motion input costs to prepare: extraction time per frame with and without it, measured in the same run.
 
-    python benchmarks/motion_benefit.py [--methods rgb,mcd,maclr,mcl,fima,hcml] [--seeds 0,1,2] [--steps 150]
+    python benchmarks/motion_benefit.py [--methods rgb,mcd,maclr,mcl,fima,hcml] [--seeds 0,1,2] [--steps 300]
 
 Each method trains from its tiny recipe ``pipelines/train/<method>_tiny.yaml`` (same backbone and clip spec
 for all); ``--steps``, ``--batch-size`` and ``--augment`` override every recipe alike. The default augmentation

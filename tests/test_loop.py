@@ -38,6 +38,7 @@ def test_resumed_run_continues_with_the_same_losses(synth_store, tmp_path):
     assert a == b
     losses = [float(r["loss"]) for r in a]
     assert all(map(torch.isfinite, torch.tensor(losses)))
+    assert straight["steps_per_s"] > 0 and 0 <= straight["data_wait_fraction"] < 1
 
 
 def test_existing_run_is_not_overwritten_without_resume(synth_store, tmp_path):

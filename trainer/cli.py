@@ -75,7 +75,8 @@ def run_train(args) -> int:
     last = summary["last"]
     terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("step", "lr"))
     print(f"trained {config.method} ({config.backbone}) to step {summary['steps']}: {terms}; "
-          f"data wait {summary['data_wait_fraction']:.0%} of step time; {config.out}/checkpoint.pt")
+          f"{summary['steps_per_s']:.2f} steps/s, data wait {summary['data_wait_fraction']:.0%} of step time; "
+          f"{config.out}/checkpoint.pt")
     return 0
 
 

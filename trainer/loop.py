@@ -191,7 +191,9 @@ def _distributed_setup() -> tuple[int, int, torch.device]:
 
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, until: int | None = None) -> dict:
-    """Run (or resume) a pretraining run; returns a summary (steps, last loss, data-wait fraction, ...).
+    """Run (or resume) a pretraining run; returns a summary (steps, last loss, data-wait fraction, steps/s, ...).
+
+    Timings leave out the first step (worker start-up, kernel warm-up).
 
     ``until``: stop after this step as if interrupted (a checkpoint is written there); the schedule is still
     that of ``config.steps``, so a later ``resume`` continues the same run.
@@ -259,7 +261,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
             scheduler.step()
             method.after_step()
             done = time.perf_counter()
-            wait, busy = wait + (got - tick), busy + (done - got)
+            if step > start:  # the first step also starts the workers and warms the kernels: not timed
+                wait, busy = wait + (got - tick), busy + (done - got)
             tick = done
             last = {"step": step + 1, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}, "lr": lr}
             if main:
@@ -277,7 +280,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
             log.close()
             board.close()
     return {"steps": stop, "resumed_from": start, "last": last,
-            "data_wait_fraction": wait / max(wait + busy, 1e-9), "world_size": world, "rank": rank,
+            "data_wait_fraction": wait / max(wait + busy, 1e-9),
+            "steps_per_s": (stop - start - 1) / (wait + busy) if wait + busy > 0 else float("nan"),
+            "world_size": world, "rank": rank,
             "device": str(device)}
 
 
