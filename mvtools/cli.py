@@ -1,4 +1,9 @@
-"""The ``mvtools`` command line: extract, info, show, synth; train and eval (from ``trainer``)."""
+"""The ``mvtools`` command line: extract, info, show, synth, and the commands other packages register.
+
+Commands beyond mvtools' own (``train``, ``eval``, ... from ``trainer``) come from the ``mvtools.commands``
+entry point group: each entry point is a function ``register(subparsers) -> {command: handler}``. mvtools
+never imports them by name, and their modules must import nothing heavy (torch) at parser-building time.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ EXIT_CODES = """exit codes:
 
 
 def _modalities(text: str) -> tuple[str, ...]:
-    from .extract import MODALITIES
+    from .config import MODALITIES
 
     mods = tuple(m.strip() for m in text.split(",") if m.strip())
     bad = [m for m in mods if m not in MODALITIES]
@@ -45,8 +50,9 @@ def _show_modalities(text: str) -> tuple[str, ...]:
     return mods
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .extract import DEFAULT_MODALITIES, MODALITIES
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    """The parser, and the handlers of the commands registered through entry points."""
+    from .config import DEFAULT_MODALITIES, MODALITIES
 
     parser = argparse.ArgumentParser(
         prog="mvtools",
@@ -153,14 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--width", type=int, default=192)
     synth.add_argument("--height", type=int, default=128)
 
-    from trainer.cli import add_parsers
+    return parser, _register_plugins(sub)
 
-    add_parsers(sub)
-    return parser
+
+def _register_plugins(sub) -> dict:
+    from importlib.metadata import entry_points
+
+    handlers = {}
+    for entry in sorted(entry_points(group="mvtools.commands"), key=lambda e: e.name):
+        handlers.update(entry.load()(sub))
+    return handlers
 
 
 def _extract(args) -> int:
-    from .extract import ExtractConfig, extract
+    from .config import ExtractConfig
+    from .extract import extract
 
     flags = {
         "size": args.size, "modalities": args.modalities, "labels": args.labels,
@@ -204,7 +217,7 @@ def _extract(args) -> int:
 
 
 def _annotations(args):
-    from .extract import read_yaml
+    from .config import read_yaml
     from .recipes import annotations
 
     recipe, split = args.recipe, args.split
@@ -335,11 +348,9 @@ def _synth(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from trainer.cli import run_eval, run_train
-
-    handler = {"extract": _extract, "info": _info, "show": _show, "synth": _synth, "train": run_train,
-               "eval": run_eval}[args.command]
+    parser, plugins = build_parser()
+    args = parser.parse_args(argv)
+    handler = {"extract": _extract, "info": _info, "show": _show, "synth": _synth, **plugins}[args.command]
     try:
         return handler(args)
     except MvtoolsError as e:

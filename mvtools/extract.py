@@ -14,102 +14,22 @@ import re
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
+from .config import DEFAULT_MODALITIES, MODALITIES, ExtractConfig, read_yaml  # noqa: F401 (re-exported)
 from .decode import check_file, iter_keyframes, iter_motion, probe, transcode_h264
 from .errors import StoreError, VideoError
 from .features import FRAME_TYPE_CODES, iter_features, stored_size
-from .flow import DIS_PRESETS, FLOW_METHODS, RAFT_MODELS, Estimator, check_raft_available, estimator, with_flow
+from .flow import Estimator, check_raft_available, with_flow
 from .store import Store, create_store, open_store
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts",
     ".mts", ".m2ts", ".ogv",
 })
-MODALITIES = ("frames", "mv", "residual", "keyframes", "accumulated")
-DEFAULT_MODALITIES = ("frames", "mv", "residual", "keyframes")
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """What to extract and how to store it. Everything but ``labels`` is recorded in the store."""
-
-    size: int = 128  # short side of stored frames, pixels
-    modalities: tuple[str, ...] = DEFAULT_MODALITIES
-    labels: str = "folder"  # "folder": parent folder name; "none"
-    frame_quality: int = 90  # JPEG quality of frames and keyframes
-    residual_quality: int = 95  # JPEG quality of residuals
-    lossless: bool = False  # zstd frames and int16 residuals instead of JPEG
-    chunk_frames: int = 16
-    shard_frames: int = 128
-    flow: str = "none"  # optical flow: none, dis, farneback (CPU, in the decoding task) or raft (GPU)
-    flow_preset: str = "medium"  # DIS preset: ultrafast, fast, medium
-    raft_model: str = "raft_small"  # raft_small or raft_large
-    raft_weights: str | None = None  # torchvision weights name (default "DEFAULT") or a checkpoint path
-
-    def __post_init__(self):
-        unknown = set(self.modalities) - set(MODALITIES)
-        if unknown:
-            raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {', '.join(MODALITIES)}")
-        if self.size < 8 or self.size % 2:
-            raise ValueError(f"--size must be an even number >= 8, got {self.size}")
-        if self.labels not in ("folder", "none"):
-            raise ValueError(f"--labels must be 'folder' or 'none', got {self.labels!r}")
-        if self.shard_frames % self.chunk_frames:
-            raise ValueError("shard_frames must be a multiple of chunk_frames")
-        if self.flow not in FLOW_METHODS:
-            raise ValueError(f"--flow must be one of {', '.join(FLOW_METHODS)}, got {self.flow!r}")
-        if self.flow_preset not in DIS_PRESETS:
-            raise ValueError(f"--flow-preset must be one of {', '.join(DIS_PRESETS)}, got {self.flow_preset!r}")
-        if self.raft_model not in RAFT_MODELS:
-            raise ValueError(f"--raft-model must be one of {', '.join(RAFT_MODELS)}, got {self.raft_model!r}")
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, **overrides) -> ExtractConfig:
-        """A recipe from pipelines/ (YAML keys = field names; ``recipe``/``split`` are the CLI's), with
-        explicit overrides on top."""
-        recipe = {k: v for k, v in read_yaml(path).items() if k not in ("recipe", "split")}
-        unknown = set(recipe) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-        merged = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
-        if "modalities" in merged:
-            merged["modalities"] = tuple(merged["modalities"])
-        return cls(**merged)
-
-    def settings(self) -> dict:
-        """What the store records (and a rerun must match). Flow keys appear only with a flow method, and
-        only those that change its result, so stores written before flow existed still match."""
-        s = asdict(self)
-        for name in ("labels", "flow", "flow_preset", "raft_model", "raft_weights"):
-            s.pop(name)
-        s["modalities"] = sorted(self.modalities)
-        if self.flow != "none":
-            s["flow"] = self.flow
-        if self.flow == "dis":
-            s["flow_preset"] = self.flow_preset
-        if self.flow == "raft":
-            s["raft_model"], s["raft_weights"] = self.raft_model, self.raft_weights or "DEFAULT"
-        return s
-
-    def flow_estimator(self, device: str = "cuda") -> Estimator:
-        """The batch estimator of ``flow`` (RAFT loads its model here)."""
-        return estimator(self.flow, self.flow_preset, self.raft_model, self.raft_weights or "DEFAULT", device)
-
-
-def read_yaml(path: str | os.PathLike) -> dict:
-    import yaml
-
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of settings")
-    return data
-
-
 @dataclass(frozen=True)
 class Job:
     """One video to extract. ``expect_sha256``: the digest of the copy already complete in the store
@@ -397,7 +317,7 @@ def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "
 
 
 def extract(
-    src_dir: str | os.PathLike, store_path: str | os.PathLike, config: ExtractConfig = ExtractConfig(),
+    src_dir: str | os.PathLike, store_path: str | os.PathLike, config: ExtractConfig | None = None,
     *, progress: bool = True, include: Iterable[str] = (), exclude: Iterable[str] = (),
     transcode: str = "auto", annotations: Mapping[str, tuple] | None = None,
 ) -> Report:
@@ -407,6 +327,7 @@ def extract(
     Videos already complete with the same source sha256 are skipped; failures are recorded in the
     store's ``failures`` attribute and in the returned report, and the job goes on.
     """
+    config = config or ExtractConfig()
     if config.flow == "raft":
         check_raft_available()  # before anything is written or decoded
     store = create_store(store_path, config.settings())

@@ -15,15 +15,11 @@ import cv2
 import numpy as np
 
 from . import motion
+from .config import DIS_PRESET_NAMES, FLOW_METHODS, RAFT_MODELS
 from .errors import MvtoolsError
 
-FLOW_METHODS = ("none", "dis", "farneback", "raft")
-DIS_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
-RAFT_MODELS = ("raft_small", "raft_large")
+DIS_PRESETS = dict(zip(DIS_PRESET_NAMES, (
+    cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, cv2.DISOPTICAL_FLOW_PRESET_FAST, cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)))
 RAFT_MIN_SIDE = 128  # px: torchvision's RAFT needs feature maps of at least 16 cells at 1/8 scale
 
 #: (prev (N, h, w, 3) uint8, next (N, h, w, 3) uint8) -> (N, h, w, 2) float32 flows prev -> next.

@@ -54,3 +54,30 @@ def test_dry_run_lists_and_writes_nothing(tmp_path):
     assert "0 to extract, 4 already complete" in out.stdout
     out = run("extract", tmp_path / "v", "-o", tmp_path / "s.zarr", "--dry-run", "--size", "64")
     assert out.returncode == 2 and "other settings" in out.stderr
+
+
+def test_startup_imports_no_torch(tmp_path):
+    """extract, info and show (and --help) never load torch: the trainer's commands register lazily."""
+    run("synth", tmp_path / "v", "--videos", 2, "--frames", 8, check_rc=0)
+    run("extract", tmp_path / "v", "-o", tmp_path / "s.zarr", "--workers", "0", "--quiet", check_rc=0)
+    code = (
+        "import sys\nfrom mvtools.cli import main\n"
+        f"store = {str(tmp_path / 's.zarr')!r}\n"
+        "for argv in (['info', store, '--json'], ['show', store, 'left__left_0000', '-o', store + '.png']):\n"
+        "    assert main(argv) == 0\n"
+        "import mvtools.extract, mvtools.pipeline  # noqa\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_trainer_commands_are_registered_with_their_real_names():
+    from trainer.cli import CLIP_BACKBONES, method_names
+    from trainer.methods import REGISTRY
+    from trainer.models import CLIP_BACKBONES as MODEL_BACKBONES
+
+    assert method_names() == sorted(REGISTRY) and CLIP_BACKBONES == MODEL_BACKBONES
+    out = run("train", "--help", check_rc=0).stdout
+    assert "--method" in out and all(name in out for name in REGISTRY)

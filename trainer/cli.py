@@ -1,9 +1,31 @@
-"""``mvtools train`` and ``mvtools eval``: argument parsing and the thin calls into ``loop`` and ``evaluate``."""
+"""``mvtools train`` and ``mvtools eval``: argument parsing and the thin calls into ``loop`` and ``evaluate``.
+
+``register`` is the ``mvtools.commands`` entry point. Building the parsers imports no torch (``mvtools --help``
+stays fast): method names come from the module names of ``trainer/methods``, backbone names from
+``CLIP_BACKBONES`` here (a test checks both against the registries).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import pkgutil
+from pathlib import Path
+
+#: The clip backbones ``--backbone`` offers (``trainer.models.CLIP_BACKBONES``, without importing torch).
+CLIP_BACKBONES = ("tiny", "r2plus1d_18", "r3d_18", "s3d")
+
+
+def method_names() -> list[str]:
+    """One method per module of ``trainer/methods`` (``base`` holds the contract), found without importing."""
+    folder = Path(__file__).with_name("methods")
+    return sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if m.name != "base")
+
+
+def register(sub) -> dict:
+    """Add ``train`` and ``eval`` to the ``mvtools`` sub-parsers; returns their handlers."""
+    add_parsers(sub)
+    return {"train": run_train, "eval": run_eval}
 
 TRAIN_EXIT = """exit codes:
   0  trained to --steps; RUN_DIR/checkpoint.pt holds the last state
@@ -14,9 +36,6 @@ multi-GPU: torchrun --nproc_per_node N -m mvtools train ... (DDP; --batch-size i
 
 
 def add_parsers(sub) -> None:
-    from .methods import REGISTRY
-    from .models import CLIP_BACKBONES
-
     tr = sub.add_parser(
         "train", help="pretrain an encoder on a store with a self-supervised method",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -24,7 +43,7 @@ def add_parsers(sub) -> None:
                     "--checkpoint-every steps, RUN_DIR/metrics.csv (step, loss, one column per loss term, lr)\n"
                     "and TensorBoard logs in RUN_DIR/tb. --resume continues a run exactly where it stopped.",
         epilog=TRAIN_EXIT)
-    tr.add_argument("--method", choices=sorted(REGISTRY), help="pretraining method (default rgb)")
+    tr.add_argument("--method", choices=method_names(), help="pretraining method (default rgb)")
     tr.add_argument("--store", help="an mvtools store (mvtools extract)")
     tr.add_argument("--out", metavar="RUN_DIR", help="run folder: checkpoint, metrics.csv, tb/")
     tr.add_argument("--config", metavar="YAML", help="a recipe from pipelines/ (e.g. pipelines/rgb_tiny.yaml); "
