@@ -64,7 +64,7 @@ def mvtools_full_extract(path: str, workdir: str) -> int:
     shutil.rmtree(store_path, ignore_errors=True)
     config = ExtractConfig()
     store = create_store(store_path, config.settings())
-    return extract_video(path, store, "video", config, attrs={"source": os.path.basename(path)})
+    return extract_video(path, store, "video", config, attrs={"source": os.path.basename(path)})["num_frames"]
 
 
 def best_fps(fn, repeats: int) -> tuple[float, int]:

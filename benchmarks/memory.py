@@ -30,7 +30,8 @@ path, store_path = sys.argv[1], sys.argv[2]
 shutil.rmtree(store_path, ignore_errors=True)
 config = ExtractConfig()
 t = time.perf_counter()
-frames = extract_video(path, create_store(store_path, config.settings()), "v", config, attrs={"source": path})
+store = create_store(store_path, config.settings())
+frames = extract_video(path, store, "v", config, attrs={"source": path})["num_frames"]
 print(json.dumps({"frames": frames, "seconds": time.perf_counter() - t,
                   "peak_rss_mb": peak_mb()}))
 """

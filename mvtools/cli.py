@@ -112,12 +112,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     ex.add_argument("--split", type=int, help="the recipe's split (UCF101, HMDB51: 1-3; default 1)")
     ex.add_argument("--annotations", metavar="DIR",
                     help="folder holding the recipe's annotation files (default: SRC_DIR), searched recursively")
+    ex.add_argument("--verify", action="store_true",
+                    help="re-hash every source (sha256) instead of trusting an unchanged size and mtime "
+                         "(the default quick check skips complete videos without opening them)")
     ex.add_argument("--dry-run", action="store_true", help="list what would be done, write nothing")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = sub.add_parser("info", help="summarise a store: videos, frames, bytes, settings")
     info.add_argument("store", metavar="STORE")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--rebuild-index", action="store_true",
+                      help="rebuild the store's video index from its video groups (one read per video) and "
+                           "write it; needed only after an interrupted run, which the next extract also mends")
 
     show = sub.add_parser(
         "show", help="draw what a store (or a video) holds: frames with MV arrows, fields, residuals",
@@ -204,7 +210,7 @@ def _extract(args) -> int:
         return EXIT_USAGE
     if args.dry_run:
         return _dry_run(args, config, selection)
-    common = {**selection, "transcode": args.transcode, "progress": not args.quiet}
+    common = {**selection, "transcode": args.transcode, "progress": not args.quiet, "verify": args.verify}
     if args.workers == 0 and not args.address:
         report = extract(args.src_dir, args.output, config, **common)
     else:
@@ -245,8 +251,9 @@ def _dry_run(args, config, selection) -> int:
     check = [j for j in work.jobs if j.expect_sha256]
     new = [j for j in work.jobs if not j.expect_sha256]
     print(f"dry run: {len(work.jobs)} videos under {args.src_dir} -> {args.output}")
-    print(f"  {len(new)} to extract, {len(check)} already complete (skipped if their content is unchanged), "
-          f"{len(work.orphans)} interrupted leftovers to remove")
+    print(f"  {len(new)} to extract, {len(work.unchanged)} already complete (same size and mtime: skipped), "
+          f"{len(check)} to re-check (complete, but size, mtime or label changed: hashed, re-extracted if the "
+          f"content changed), {len(work.orphans)} interrupted leftovers to remove")
     for job in new[:20]:
         print(f"  + {job.rel} -> videos/{job.key} (label {job.label})")
     if len(new) > 20:
@@ -284,15 +291,19 @@ def _human(n: float) -> str:
 def _info(args) -> int:
     from .store import info
 
-    summary = info(args.store)
+    summary = info(args.store, rebuild_index=args.rebuild_index)
     if args.json:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
     ratio = summary["bytes"] / summary["source_bytes"] if summary["source_bytes"] else float("nan")
     print(f"store     {summary['path']} (schema {summary['schema']})")
+    if summary["index"] == "scanned":
+        print("index     stale (an interrupted run): every video group was read; the next extract, or "
+              "`mvtools info --rebuild-index`, rewrites it", file=sys.stderr)
     print(f"videos    {summary['videos']} complete, {len(summary['failed'])} failed, "
           f"{len(summary['incomplete'])} pending (interrupted: rerun extract)")
     print(f"frames    {summary['frames']}")
+    print(f"files     {summary['files']} ({summary['files_per_video']:.1f} per video)")
     print(f"bytes     {_human(summary['bytes'])} ({ratio:.2f}x the sources' {_human(summary['source_bytes'])})")
     for name, size in summary["bytes_per_array"].items():
         print(f"  {name:<15} {_human(size):>11}")

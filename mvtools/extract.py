@@ -24,16 +24,18 @@ from .decode import check_file, iter_keyframes, iter_motion, probe, transcode_h2
 from .errors import StoreError, VideoError
 from .features import FRAME_TYPE_CODES, iter_features, stored_size
 from .flow import Estimator, check_raft_available, with_flow
+from .index import RowBuffer, VideoIndex
 from .store import Store, create_store, open_store
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts",
     ".mts", ".m2ts", ".ogv",
 })
+
 @dataclass(frozen=True)
 class Job:
-    """One video to extract. ``expect_sha256``: the digest of the copy already complete in the store
-    (the task skips the video if its source still has it)."""
+    """One video for a task. ``expect_sha256``: the digest of the copy already complete in the store (the
+    task hashes the source and, if it still has that digest, only refreshes the copy's attributes)."""
 
     rel: str
     key: str
@@ -45,7 +47,8 @@ class Job:
 
 @dataclass
 class Outcome:
-    """What a task returns to the driver: small, never arrays."""
+    """What a task returns to the driver: small, never arrays. ``row``: the video's index row when it is
+    complete in the store; ``removed``: the task removed the video's earlier copy (it failed after that)."""
 
     rel: str
     key: str
@@ -54,12 +57,16 @@ class Outcome:
     skipped: bool = False
     transcoded: bool = False
     error: str | None = None
+    row: dict | None = None
+    removed: bool = False
 
 
 @dataclass
 class Plan:
-    jobs: list[Job]
+    jobs: list[Job]  # videos a task must look at: new, incomplete, or changed since their copy was written
     orphans: list[str]  # incomplete groups no job will rewrite: removed before the run
+    unchanged: list[str] = field(default_factory=list)  # complete, same size and mtime: skipped unopened
+    index: VideoIndex = field(default_factory=lambda: VideoIndex.from_rows([]))  # the store's, before the run
 
 
 @dataclass
@@ -72,8 +79,14 @@ class Report:
     frames: int = 0
     seconds: float = 0.0  # wall time of the extraction itself
     startup_seconds: float = 0.0  # Ray start-up, when the run started Ray
+    rows: RowBuffer = field(default_factory=RowBuffer)  # index rows of videos this run wrote or refreshed
+    removed: list[str] = field(default_factory=list)  # keys whose copy this run removed
 
     def add(self, outcome: Outcome) -> None:
+        if outcome.row is not None:
+            self.rows.append(outcome.row)
+        if outcome.removed:
+            self.removed.append(outcome.key)
         if outcome.error is not None:
             self.failed[outcome.rel] = outcome.error
         elif outcome.skipped:
@@ -146,10 +159,13 @@ def sha256_of(path: str | os.PathLike) -> str:
 def extract_video(
     path: str | os.PathLike, store: Store, key: str, config: ExtractConfig, *,
     attrs: dict | None = None, sha256: str | None = None, transcode: str = "auto", flow: Estimator | None = None,
-) -> int:
-    """Extract one video into ``videos/<key>``; returns its frame count. On any error the partial
-    group is removed and the error re-raised (``VideoError`` for a bad file).
+) -> dict:
+    """Extract one video into ``videos/<key>``; returns its index row (``mvtools.index``: num_frames,
+    bytes per array, ...). On any error the partial group is removed and the error re-raised
+    (``VideoError`` for a bad file).
 
+    attrs: extra attributes (``source``, ``label``...); ``source_bytes`` and ``source_mtime_ns`` default to
+        the file's, which is what a rerun's quick check compares.
     sha256: the source's digest, when the caller has already computed it.
     transcode: "auto" re-encodes codecs whose vectors FFmpeg cannot export (HEVC, VP9, AV1...) to H.264
         in a temporary file first and records ``transcoded: true``; "never" makes them a ``VideoError``.
@@ -159,6 +175,9 @@ def extract_video(
     if config.flow != "none" and flow is None:
         flow = config.flow_estimator()
     path = os.fspath(path)
+    stat = os.stat(path)
+    attrs = {"source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns, **(attrs or {})}
+    sha = sha256 or sha256_of(path)
     info = probe(path)
     if not info.exports_motion_vectors:
         if transcode != "auto":
@@ -167,20 +186,18 @@ def extract_video(
         with tempfile.TemporaryDirectory(prefix="mvtools-") as tmp:
             h264 = os.path.join(tmp, "transcoded.mp4")
             transcode_h264(path, h264)
-            attrs = {**(attrs or {}), "codec": info.codec, "transcoded": True, "rotation": info.rotation}
-            return _extract_decodable(h264, store, key, config, attrs, sha256 or sha256_of(path),
-                                      os.path.getsize(path), flow)
-    attrs = {**(attrs or {}), "codec": info.codec, "transcoded": False, "rotation": info.rotation}
-    return _extract_decodable(path, store, key, config, attrs, sha256 or sha256_of(path), os.path.getsize(path),
-                              flow)
+            attrs = {**attrs, "codec": info.codec, "transcoded": True, "rotation": info.rotation}
+            return _extract_decodable(h264, store, key, config, attrs, sha, flow)
+    attrs = {**attrs, "codec": info.codec, "transcoded": False, "rotation": info.rotation}
+    return _extract_decodable(path, store, key, config, attrs, sha, flow, info)
 
 
 #: Frame pairs per flow call: RAFT batches them on the GPU; OpenCV's flows take one pair at a time.
 FLOW_BATCH = {"dis": 1, "farneback": 1, "raft": 16}
 
 
-def _extract_decodable(path, store, key, config, attrs, sha, source_bytes, flow=None) -> int:
-    info = probe(path)
+def _extract_decodable(path, store, key, config, attrs, sha, flow=None, info=None) -> dict:
+    info = info or probe(path)
     if info.width < 16 or info.height < 16:
         raise VideoError(path, f"frame size {info.width}x{info.height} is too small")
     w, h = stored_size(info.width, info.height, config.size)
@@ -188,7 +205,7 @@ def _extract_decodable(path, store, key, config, attrs, sha, source_bytes, flow=
     pixels = bool(mods & {"frames", "residual", "accumulated"}) or flow is not None
     video_attrs = {
         **attrs, "fps": info.fps, "width": info.width, "height": info.height,
-        "sha256": sha, "source_bytes": source_bytes, "stored_width": w, "stored_height": h,
+        "sha256": sha, "stored_width": w, "stored_height": h,
     }
     writer = store.begin_video(key, h, w, video_attrs, expected_frames=info.num_frames)
     garbage = FrameGarbage()
@@ -222,13 +239,13 @@ def _extract_decodable(path, store, key, config, attrs, sha, source_bytes, flow=
         for pts, frame in iter_keyframes(path, frame_size=(w, h)) if intra_pts else ():
             if round(pts, 6) in intra_pts:
                 writer.append_keyframe(intra_pts[round(pts, 6)], frame)
-        writer.commit(video_attrs)
+        row = writer.commit(video_attrs)
     except BaseException:
         store.remove_video(key)
         raise
     finally:
         garbage.close()
-    return writer.num_frames
+    return row
 
 
 class FrameGarbage:
@@ -268,9 +285,14 @@ def select(relpaths: Iterable[str], include: Iterable[str] = (), exclude: Iterab
 def plan(
     src_dir: str | os.PathLike, store: Store | None, config: ExtractConfig, *,
     include: Iterable[str] = (), exclude: Iterable[str] = (), annotations: Mapping[str, tuple] | None = None,
+    verify: bool = False,
 ) -> Plan:
-    """The jobs of a run: every selected video, with the digest of its complete copy (if any) so that the
-    task can skip it; and the orphans, incomplete groups (an interrupted run's) that no job rewrites.
+    """The jobs of a run, from one listing of the store (its index) and one ``stat`` per source.
+
+    A video complete in the store whose source has the recorded size and mtime (ns), source path, label
+    and split is skipped without opening it (rsync's quick check; ``verify`` turns it off). Any other
+    complete video becomes a job with the copy's sha256: the task hashes the source and re-extracts only
+    if the content changed. Orphans are incomplete groups (an interrupted run's) that no job rewrites.
 
     annotations: file stem -> (label, split) from a dataset recipe (``mvtools.recipes``); only the videos
         it lists are extracted, with its labels instead of folder names.
@@ -281,68 +303,107 @@ def plan(
         annotations = {rel: annotations[Path(rel).stem] for rel in relpaths if Path(rel).stem in annotations}
         relpaths = [p for p in relpaths if p in annotations]
     keys = video_keys(relpaths)
-    complete = {k: store[k].attrs.get("sha256") for k in store.keys()} if store is not None else {}
-    jobs = []
+    index, incomplete = (store.index(), []) if store is not None else (VideoIndex.from_rows([]), [])
+    if index is None:  # stale (an interrupted run) or never written: rebuild it from the groups
+        index, incomplete = store.scan()
+    columns = index.columns
+    jobs, unchanged = [], []
     for rel in relpaths:
         label, split = annotations[rel] if annotations is not None else (label_of(rel, config.labels), None)
-        jobs.append(Job(rel=rel, key=keys[rel], path=str(src_dir / rel), label=label, split=split,
-                        expect_sha256=complete.get(keys[rel])))
+        key, path = keys[rel], str(src_dir / rel)
+        row = index.find(key)
+        expect = None
+        if row is not None:
+            expect = str(columns["sha256"][row])
+            recorded = (str(columns["source"][row]), str(columns["label"][row]), str(columns["split"][row]),
+                        int(columns["source_bytes"][row]), int(columns["source_mtime_ns"][row]))
+            if not verify and recorded == (rel, label or "", split or "", *_size_and_mtime(path)):
+                unchanged.append(key)
+                continue
+        jobs.append(Job(rel=rel, key=key, path=path, label=label, split=split, expect_sha256=expect))
     scheduled = {j.key for j in jobs}
-    orphans = [k for k in store.incomplete() if k not in scheduled] if store is not None else []
-    return Plan(jobs=jobs, orphans=orphans)
+    orphans = [k for k in incomplete if k not in scheduled]
+    return Plan(jobs=jobs, orphans=orphans, unchanged=unchanged, index=index)
+
+
+def _size_and_mtime(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return -1, -2  # matches nothing recorded: the task reports why the file cannot be read
+    return st.st_size, st.st_mtime_ns
 
 
 def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "auto",
             flow: Estimator | None = None) -> Outcome:
     """Extract one job's video into the store; a bad video comes back as an ``Outcome`` with its
-    reason, never as an exception. Runs in a Ray task or in the driver. flow: see ``extract_video``."""
+    reason, never as an exception. Runs in a Ray task or in the driver. flow: see ``extract_video``.
+
+    A job whose complete copy has the source's sha256 only gets its quick-check attributes (size, mtime,
+    label, split) refreshed, so that the next run skips it unopened."""
     start = time.perf_counter()
+    store = None
     try:
         check_file(job.path)
-        sha = sha256_of(job.path)
-        if job.expect_sha256 == sha:
-            return Outcome(job.rel, job.key, skipped=True)
-        store = open_store(store_path, mode="r+")
-        attrs = {"source": job.rel, "label": job.label}
+        stat = os.stat(job.path)  # before hashing: a change during the hash shows at the next quick check
+        attrs = {"source": job.rel, "label": job.label, "source_bytes": stat.st_size,
+                 "source_mtime_ns": stat.st_mtime_ns}
         if job.split is not None:
             attrs["split"] = job.split
-        frames = extract_video(job.path, store, job.key, config, attrs=attrs, sha256=sha, transcode=transcode,
-                               flow=flow)
-        transcoded = bool(store[job.key].attrs.get("transcoded"))
-        return Outcome(job.rel, job.key, frames=frames, seconds=time.perf_counter() - start, transcoded=transcoded)
-    except VideoError as e:
-        return Outcome(job.rel, job.key, error=e.reason)
-    except OSError as e:  # unreadable file, vanished between discovery and extraction...
-        return Outcome(job.rel, job.key, error=f"{e.strerror or e}")
+        sha = sha256_of(job.path)
+        store = open_store(store_path, mode="r+")
+        if job.expect_sha256 == sha:
+            return Outcome(job.rel, job.key, skipped=True, row=store.update_video(job.key, attrs))
+        row = extract_video(job.path, store, job.key, config, attrs=attrs, sha256=sha, transcode=transcode,
+                            flow=flow)
+        return Outcome(job.rel, job.key, frames=row["num_frames"], seconds=time.perf_counter() - start,
+                       transcoded=row["transcoded"], row=row)
+    except (VideoError, OSError) as e:  # OSError: unreadable, vanished between discovery and extraction...
+        reason = e.reason if isinstance(e, VideoError) else f"{e.strerror or e}"
+        return Outcome(job.rel, job.key, error=reason, removed=store is not None and job.key in store.touched)
 
 
 def extract(
     src_dir: str | os.PathLike, store_path: str | os.PathLike, config: ExtractConfig | None = None,
     *, progress: bool = True, include: Iterable[str] = (), exclude: Iterable[str] = (),
-    transcode: str = "auto", annotations: Mapping[str, tuple] | None = None,
+    transcode: str = "auto", annotations: Mapping[str, tuple] | None = None, verify: bool = False,
 ) -> Report:
     """Extract every video under src_dir into the store at store_path (created if absent), in this
     process (``mvtools.pipeline.extract_parallel`` runs the same jobs on Ray).
 
-    Videos already complete with the same source sha256 are skipped; failures are recorded in the
-    store's ``failures`` attribute and in the returned report, and the job goes on.
+    Videos already complete with an unchanged source are skipped (``plan``; ``verify`` re-hashes them all);
+    failures are recorded in the store's ``failures`` attribute and in the returned report, and the job
+    goes on.
     """
     config = config or ExtractConfig()
     if config.flow == "raft":
         check_raft_available()  # before anything is written or decoded
-    store = create_store(store_path, config.settings())
-    work = plan(src_dir, store, config, include=include, exclude=exclude, annotations=annotations)
-    report = Report(orphans=remove_orphans(store, work.orphans))
+    store, work = open_run(src_dir, store_path, config, include=include, exclude=exclude,
+                           annotations=annotations, verify=verify)
+    report = begin_run(store, work)
     flow = config.flow_estimator() if config.flow != "none" and work.jobs else None  # RAFT loads once
     start = time.perf_counter()
-    with Progress(len(work.jobs), progress) as bar:
+    with Progress(len(work.jobs) + len(work.unchanged), progress) as bar:
+        bar.skip(len(work.unchanged))
         for job in work.jobs:
             outcome = run_job(job, store.path, config, transcode, flow)
             report.add(outcome)
             bar.done(outcome)
     report.seconds = time.perf_counter() - start
-    finish(store, report)
+    finish(store, report, work)
     return report
+
+
+def open_run(src_dir, store_path, config: ExtractConfig, **selection) -> tuple[Store, Plan]:
+    """Open (or create) the store and plan the run; no video is changed yet."""
+    store = create_store(store_path, config.settings())
+    return store, plan(src_dir, store, config, **selection)
+
+
+def begin_run(store: Store, work: Plan) -> Report:
+    """Mark the index stale (before any video changes) and remove the orphans."""
+    store.invalidate_index()
+    return Report(orphans=remove_orphans(store, work.orphans), skipped=list(work.unchanged))
 
 
 def remove_orphans(store: Store, keys: Iterable[str]) -> list[str]:
@@ -368,6 +429,11 @@ class Progress:
     def __exit__(self, *exc) -> None:
         self.bar.close()
 
+    def skip(self, count: int) -> None:
+        """Count videos done without a task (unchanged since the last run)."""
+        if count:
+            self.bar.update(count)
+
     def done(self, outcome: Outcome) -> None:
         if outcome.error is not None:
             self.failures += 1
@@ -379,10 +445,12 @@ class Progress:
         self.bar.set_postfix(frames_per_s=f"{self.frames / max(elapsed, 1e-9):.0f}", failed=self.failures)
 
 
-def finish(store: Store, report: Report) -> None:
-    """Root metadata, written once by the driver: the label set and the failures of this run."""
-    labels = {store[k].attrs.get("label") for k in store} - {None}
-    store.root.attrs.update({"labels": sorted(labels), "failures": dict(sorted(report.failed.items()))})
+def finish(store: Store, report: Report, work: Plan) -> None:
+    """Root metadata, written once by the driver: the index (the plan's, with this run's rows), then the
+    label set, this run's failures and the index token in one write."""
+    removed = [*report.removed, *report.orphans]
+    index = work.index.merged(report.rows.index(), removed=removed)
+    store.write_index(index, labels=sorted(index.labels()), failures=dict(sorted(report.failed.items())))
 
 
 __all__ = ["DEFAULT_MODALITIES", "ExtractConfig", "Job", "MODALITIES", "Outcome", "Plan", "Report", "StoreError",

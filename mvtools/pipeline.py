@@ -9,76 +9,192 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 import time
 from collections.abc import Iterable, Mapping
 
 from .errors import MvtoolsError
-from .extract import ExtractConfig, Outcome, Progress, Report, finish, plan, remove_orphans, run_job
+from .extract import ExtractConfig, Outcome, Progress, Report, begin_run, finish, open_run, run_job
 from .flow import RaftFlow, check_raft_available
-from .store import create_store
+
+
+class ClusterError(MvtoolsError):
+    """The Ray cluster at ``address`` cannot be joined; the message says what to set."""
+
+    def __init__(self, address: str, reason: str):
+        self.address = address
+        super().__init__(f"Ray cluster {address}: {reason}")
+
+
+#: Seconds ray.init tries to reach a cluster's GCS before giving up (Ray's own default: 20 s, retried by
+#: its callers for about a minute); RAY_gcs_server_port_wait_time_s, when set, takes precedence.
+CONNECT_SECONDS = 5
+TOKEN_HELP = ("set RAY_AUTH_TOKEN (the token), RAY_AUTH_TOKEN_PATH (a file holding it) or copy it to "
+              "~/.ray/auth_token; `ray get-auth-token` on the head node prints it")
+
+
+def auth_token_available(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether a Ray token is where Ray looks: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    if env.get("RAY_AUTH_TOKEN", "").strip():
+        return True
+    path = env.get("RAY_AUTH_TOKEN_PATH")
+    return os.path.isfile(os.path.expanduser(path)) if path else os.path.isfile(os.path.expanduser(
+        "~/.ray/auth_token"))
+
+
+def _enable_token_auth() -> None:
+    """Token mode for this process, as Ray does itself for ``address="auto"`` (Ray reads the mode from its
+    config, which it caches at import: refresh it the way Ray does)."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except (ImportError, AttributeError):  # another Ray: the environment variable is what it documents
+        pass
 
 
 def start_ray(workers: int | None = None, address: str | None = None) -> bool:
-    """Connect to a cluster (``address``), or start a local Ray with ``workers`` CPUs (default: all).
-    Returns True when this call started or joined Ray (and so should shut it down)."""
+    """Connect to a cluster (``address``: ``host:port`` as ``ray start`` prints it, ``auto``, or
+    ``ray://...``), or start a private local Ray with ``workers`` CPUs (default: all), even when a
+    ``ray start`` cluster runs on this machine. Returns True when this call started or joined Ray (and so
+    should shut it down). ``ClusterError`` within ~10 s when a cluster cannot be joined.
+
+    Ray >= 2.59 clusters use token authentication; Ray enables it in a client only for ``address="auto"``,
+    so for an explicit address the token is looked for here, where Ray documents it.
+    """
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return False
+    if address:
+        _check_reachable(address)  # before importing Ray, which takes seconds
     import ray
 
-    if ray.is_initialized():
-        return False
     common = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
-    if address:
+    if not address:
+        ray.init(address="local", num_cpus=workers or os.cpu_count(), **common)
+        return True
+    token = auth_token_available()
+    if "RAY_AUTH_MODE" not in os.environ and token:
+        _enable_token_auth()
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(CONNECT_SECONDS))
+    try:
         ray.init(address=address, **common)
-    else:
-        ray.init(num_cpus=workers or os.cpu_count(), **common)
+    except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as e:
+        ray.shutdown()
+        cause = f"{e} {e.__cause__ or ''}"
+        if "InvalidAuthToken" in cause or "authentication token" in cause.lower():
+            reason = ("it uses token authentication and " + ("the token found here was refused"
+                      if token else "no token was found") + f": {TOKEN_HELP}")
+        else:
+            reason = (f"cannot connect within {CONNECT_SECONDS} s (is it running? `ray status` on the head "
+                      "node; the address is the one `ray start --head` printed, e.g. 10.0.0.1:6379)")
+        raise ClusterError(address, reason) from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A TCP connect to ``host:port`` first: Ray's own client waits ~40 s per attempt for a silent address."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto" or a ray:// client address: Ray resolves those itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as e:
+        raise ClusterError(address, f"nothing answers there ({e.strerror or e}); is the cluster running "
+                                    "(`ray status` on the head node) and is this the address `ray start --head` "
+                                    "printed?") from None
 
 
 def extract_parallel(
     src_dir: str | os.PathLike, store_path: str | os.PathLike, config: ExtractConfig | None = None, *,
     workers: int | None = None, address: str | None = None, include: Iterable[str] = (),
     exclude: Iterable[str] = (), transcode: str = "auto", annotations: Mapping[str, tuple] | None = None,
-    max_retries: int = 2, progress: bool = True,
+    max_retries: int = 2, progress: bool = True, verify: bool = False, window: int | None = None,
 ) -> Report:
     """Extract every selected video under src_dir into the store, one Ray task per video.
 
-    On a cluster (``address``), src_dir and store_path must be paths every node sees.
+    At most ``window`` tasks are in flight (default ``WINDOW_PER_CPU`` x the cluster's CPUs); results are
+    handled as they complete, so the driver's cost per task and its memory do not grow with the number
+    of videos. On a cluster (``address``), src_dir and store_path must be paths every node sees.
     """
     import ray
 
     config = config or ExtractConfig()
     if config.flow == "raft" and not address:
         check_raft_available()  # the local Ray's GPUs are this machine's: fail before decoding anything
-    store = create_store(store_path, config.settings())
-    work = plan(src_dir, store, config, include=include, exclude=exclude, annotations=annotations)
-    report = Report(orphans=remove_orphans(store, work.orphans))
+    store, work = open_run(src_dir, store_path, config, include=include, exclude=exclude,
+                           annotations=annotations, verify=verify)
+    if not work.jobs:  # every video unchanged since the last run: nothing for Ray to do
+        report = begin_run(store, work)
+        finish(store, report, work)
+        return report
     t0 = time.perf_counter()
     started = start_ray(workers, address)
-    report.startup_seconds = time.perf_counter() - t0 if started else 0.0
+    startup = time.perf_counter() - t0 if started else 0.0
     try:
+        report = begin_run(store, work)
+        report.startup_seconds = startup
         flows = raft_actors(config) if config.flow == "raft" else [None]
         task = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=True)(run_job)
         store_abs = os.path.abspath(store.path)
+        config_ref = ray.put(config)
+        window = window or WINDOW_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
         t1 = time.perf_counter()
-        pending = {task.remote(job, store_abs, config, transcode, flows[i % len(flows)]): job
-                   for i, job in enumerate(work.jobs)}
-        with Progress(len(work.jobs), progress) as bar:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                for ref in done:
-                    job = pending.pop(ref)
-                    try:
-                        outcome = ray.get(ref)
-                    except ray.exceptions.RayError as e:
-                        reason = f"task failed after {max_retries} retries ({type(e).__name__}: {_first_line(e)})"
-                        outcome = Outcome(job.rel, job.key, error=reason)
-                    report.add(outcome)
-                    bar.done(outcome)
+
+        def submit(i, job):
+            return task.remote(job, store_abs, config_ref, transcode, flows[i % len(flows)])
+
+        with Progress(len(work.jobs) + len(work.unchanged), progress) as bar:
+            bar.skip(len(work.unchanged))
+            for job, result in as_completed(submit, work.jobs, window):
+                if isinstance(result, ray.exceptions.RayError):
+                    reason = (f"task failed after {max_retries} retries "
+                              f"({type(result).__name__}: {_first_line(result)})")
+                    store.remove_video(job.key)  # a killed worker can leave half a group
+                    result = Outcome(job.rel, job.key, error=reason, removed=True)
+                report.add(result)
+                bar.done(result)
         report.seconds = time.perf_counter() - t1
     finally:
         if started:
             ray.shutdown()
-    finish(store, report)
+    finish(store, report, work)
     return report
+
+
+#: Tasks in flight per cluster CPU: enough to keep every worker busy while the driver handles results.
+WINDOW_PER_CPU = 4
+
+
+def as_completed(submit, jobs: Iterable, window: int):
+    """Yield (job, result or RayError) as tasks finish, with at most ``window`` in flight.
+
+    submit(i, job) -> ObjectRef. Each wait looks at the in-flight refs only (at most ``window``), so the
+    cost per task is flat in the number of jobs."""
+    import ray
+
+    inflight: dict = {}
+    jobs = iter(enumerate(jobs))
+
+    def fill():
+        for i, job in jobs:
+            inflight[submit(i, job)] = job
+            if len(inflight) >= window:
+                return
+
+    fill()
+    while inflight:
+        ready, _ = ray.wait(list(inflight), num_returns=1)
+        more, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
+        for ref in {*ready, *more}:
+            job = inflight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                result = e
+            yield job, result
+        fill()
 
 
 class RaftActor:

@@ -1,8 +1,11 @@
 """The store: one zarr v3 group per dataset, one subgroup per video; the layout is data, not code.
 
-    <store>/                      attrs: mvtools_schema, mvtools_version, settings, frame_type_codes
+    <store>/                      attrs: mvtools_schema, mvtools_version, settings, frame_type_codes, labels,
+                                         failures, index_token
+      index/<column>   (N,)       one row per complete video (``mvtools.index``): listing without a read per video
       videos/<key>/               attrs: source, label, fps, num_frames, width, height, codec, sha256,
-                                         stored_width, stored_height, complete
+                                         source_bytes, source_mtime_ns, stored_width, stored_height,
+                                         bytes {array: bytes}, files, complete
         frames          (T, h, w, 3)      uint8    RGB, short side = settings.size     [mvtools.jpeg]
         frame_type      (T,)              uint8    0 I, 1 P, 2 B, 3 other
         pts             (T,)              float64  seconds
@@ -19,11 +22,14 @@
 ``raft_model`` / ``raft_weights`` (RAFT) say how it was computed.
 
 Arrays are chunked along time (``settings.chunk_frames``) and sharded (``settings.shard_frames`` frames
-per file). A writer owns one video group; ``complete`` is set last, so a reader never sees half a video.
+per file). A writer owns one video group; ``complete`` is set last (with the sizes, in the group's one
+final metadata write), so a reader never sees half a video. Writers mark the index stale first
+(``invalidate_index``); the driver rewrites it when a run ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -32,10 +38,13 @@ from pathlib import Path
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.core.sync import sync
 
+from . import index as index_mod
 from .codecs import JpegCodec
 from .errors import StoreError
 from .features import FRAME_TYPE_CODES
+from .index import BYTES_PREFIX, VideoIndex, row_from_attrs
 from .motion import frame_difference
 
 SCHEMA = 1
@@ -99,37 +108,56 @@ def to_stored(name: str, values: np.ndarray, spec: ArraySpec) -> np.ndarray:
     return np.asarray(values).astype(spec.dtype)
 
 
+async def _gather(*aws):
+    return await asyncio.gather(*aws)
+
+
+def run_concurrently(*aws):
+    """Run zarr coroutines together on zarr's IO loop: one round trip instead of one per call."""
+    return sync(_gather(*aws))
+
+
+async def stored_sizes(store, prefix: str) -> dict[str, int]:
+    """Bytes under ``prefix`` (a video group's path) per first path component: array name or ``zarr.json``;
+    ``files`` is the number of objects. One listing plus one size query per object."""
+    keys = [k async for k in store.list_prefix(prefix.rstrip("/") + "/")]
+    sizes = await asyncio.gather(*(store.getsize(k) for k in keys))
+    out: dict[str, int] = {}
+    for key, size in zip(keys, sizes):
+        name = key[len(prefix):].lstrip("/").split("/", 1)[0]
+        out[name] = out.get(name, 0) + size
+    out["files"] = len(keys)
+    return out
+
+
 class VideoWriter:
     """Streams one video's arrays into its group, a whole shard of frames at a time; ``commit`` marks it
-    complete. Memory holds one shard of frames per array (plus the video's per-frame scalars)."""
+    complete. Memory holds one shard of frames per array (plus the video's per-frame scalars).
+
+    Metadata is written as few times as possible (it dominates small videos): the group's attributes
+    once at ``begin_video`` and once at ``commit``; each array's metadata once, when its first block is
+    written (at commit for a video of at most one shard, with its exact length), and all arrays of a
+    block are created and written concurrently.
+    """
 
     SCALARS = ("frame_type", "pts", "keyframe_index")  # tiny: kept whole and written once, at commit
     KEYFRAMES = ("keyframes", "keyframe_index")  # indexed by keyframe, not by frame
 
     def __init__(self, group: zarr.Group, settings: Mapping, height: int, width: int, expected_frames: int = 0):
         self.group = group
+        self.key = group.basename
         self.specs = array_specs(settings)
         self.block = int(settings["shard_frames"])
-        chunk = int(settings["chunk_frames"])
-        self.arrays: dict[str, zarr.Array] = {}
-        self.buffers: dict[str, np.ndarray] = {}  # one shard of frames per per-frame array
-        for name, spec in self.specs.items():
-            tail = _tail(spec, height, width)
-            per_frame = name not in self.KEYFRAMES
-            if spec.jpeg_quality:
-                kw = {"serializer": JpegCodec(quality=spec.jpeg_quality), "compressors": None}
-            else:
-                kw = {"compressors": ZstdCodec(level=3)}
-            # Sized up front from the container's frame count, so blocks are written without resizing.
-            length = expected_frames if per_frame and name not in self.SCALARS else 0
-            self.arrays[name] = group.create_array(
-                name, shape=(length, *tail), dtype=spec.dtype, fill_value=0,
-                chunks=(chunk if per_frame else 1, *tail), shards=(self.block if per_frame else 64, *tail), **kw,
-            )
-            if per_frame and name not in self.SCALARS:
-                self.buffers[name] = np.zeros((self.block, *tail), spec.dtype)
+        self.chunk = int(settings["chunk_frames"])
+        self.expected = expected_frames
+        self.tails = {name: _tail(spec, height, width) for name, spec in self.specs.items()}
+        self.arrays: dict[str, zarr.AsyncArray] = {}
+        self.buffers: dict[str, np.ndarray] = {  # one shard of frames per per-frame array
+            name: np.zeros((self.block, *self.tails[name]), spec.dtype) for name, spec in self.specs.items()
+            if name not in self.KEYFRAMES and name not in self.SCALARS}
         self.scalars: dict[str, list] = {name: [] for name in self.SCALARS if name in self.specs}
         self.keyframes: list[np.ndarray] = []
+        self.keyframes_written = 0
         self.num_frames = 0  # frames appended so far
         self.written = 0  # frames flushed to the per-frame arrays
 
@@ -149,38 +177,73 @@ class VideoWriter:
         self.scalars["keyframe_index"].append(index)
         self.keyframes.append(frame)
 
+    async def _write(self, name: str, data: np.ndarray, start: int, length: int) -> None:
+        """Write data at [start, start + len(data)) of array ``name``, creating it (``length`` long) or
+        growing it first if needed."""
+        array = self.arrays.get(name)
+        if array is None:
+            spec, tail = self.specs[name], self.tails[name]
+            per_frame = name not in self.KEYFRAMES
+            if spec.jpeg_quality:
+                kw = {"serializer": JpegCodec(quality=spec.jpeg_quality), "compressors": None}
+            else:
+                kw = {"compressors": ZstdCodec(level=3)}
+            array = await self.group._async_group.create_array(
+                name, shape=(length, *tail), dtype=spec.dtype, fill_value=0,
+                chunks=(self.chunk if per_frame else 1, *tail),
+                shards=(self.block if per_frame else 64, *tail), **kw)
+            self.arrays[name] = array
+        elif array.shape[0] != length:
+            await array.resize((length, *array.shape[1:]))
+        if len(data):
+            await array.setitem(slice(start, start + len(data)), data)
+
+    def _block_writes(self, length: int) -> list:
+        rows = self.num_frames - self.written
+        return [self._write(name, buffer[:rows], self.written, length) for name, buffer in self.buffers.items()]
+
+    def _keyframe_write(self) -> list:
+        if not self.keyframes:
+            return []
+        frames, start = np.stack(self.keyframes), self.keyframes_written
+        self.keyframes_written += len(frames)
+        self.keyframes.clear()
+        return [self._write("keyframes", frames, start, self.keyframes_written)]
+
     def flush(self) -> None:
         """Write the buffered frames of every per-frame array as one block (one shard when full)."""
-        stop, rows = self.num_frames, self.num_frames - self.written
-        if rows:
-            for name, buffer in self.buffers.items():
-                array = self.arrays[name]
-                if array.shape[0] < stop:
-                    array.resize((stop, *array.shape[1:]))
-                array[self.written:stop] = buffer[:rows]
+        if self.num_frames == self.written:
+            return
+        writes = self._block_writes(max(self.expected, self.num_frames))
         if len(self.keyframes) >= 64:  # keyframes are few: written a shard at a time, the rest at commit
-            self.arrays["keyframes"].append(np.stack(self.keyframes))
-            self.keyframes.clear()
-        self.written = stop
+            writes += self._keyframe_write()
+        run_concurrently(*writes)
+        self.written = self.num_frames
 
-    def commit(self, attrs: Mapping) -> None:
-        """Write what is left and the scalars, trim to the true length, then set ``complete = True`` last."""
-        self.flush()
-        if self.keyframes:
-            self.arrays["keyframes"].append(np.stack(self.keyframes))
-            self.keyframes.clear()
+    def commit(self, attrs: Mapping) -> dict:
+        """Write what is left and the scalars at the true length, record the bytes each array takes, then
+        write the attributes with ``complete = True`` (last, in one write). Returns the video's index row."""
+        writes = self._block_writes(self.num_frames) + self._keyframe_write()
+        if "keyframes" in self.specs and "keyframes" not in self.arrays and not writes[len(self.buffers):]:
+            writes.append(self._write("keyframes", np.zeros((0, *self.tails["keyframes"]), np.uint8), 0, 0))
         for name, values in self.scalars.items():
-            if values:
-                self.arrays[name].append(to_stored(name, np.asarray(values), self.specs[name]))
-        for name, array in self.arrays.items():
-            if name not in self.KEYFRAMES and array.shape[0] != self.num_frames:
-                array.resize((self.num_frames, *array.shape[1:]))
-        self.group.attrs.update({**attrs, "num_frames": self.num_frames})
-        self.group.attrs["complete"] = True
+            data = to_stored(name, np.asarray(values, dtype=self.specs[name].dtype), self.specs[name])
+            writes.append(self._write(name, data, 0, len(data)))
+        run_concurrently(*writes)
+        self.written = self.num_frames
+        sizes = sync(stored_sizes(self.group.store, self.group.path))
+        final = {**attrs, "num_frames": self.num_frames, "files": sizes.pop("files"),
+                 "bytes": {name: sizes.get(name, 0) for name in sorted(self.specs)}, "complete": True}
+        self.group.update_attributes(final)  # one write: attrs.update would write once per key
+        return row_from_attrs(self.key, {**self.group.attrs.asdict()})
 
 
 class Store:
-    """A store opened for reading (and, with ``create``/``write``, for adding videos)."""
+    """A store opened for reading (and, with ``create``/``write``, for adding videos).
+
+    Listing (``keys``, ``incomplete``, ``video_index``) reads the index (``mvtools.index``) when it is
+    fresh, and otherwise scans every video group (one read each).
+    """
 
     def __init__(self, root: zarr.Group, path: str):
         self.root = root
@@ -190,6 +253,9 @@ class Store:
             raise StoreError(path, "not an mvtools store (no mvtools_schema attribute)")
         if schema != SCHEMA:
             raise StoreError(path, f"store schema {schema}, this mvtools reads schema {SCHEMA}: re-extract")
+        self._videos_group: zarr.Group | None = None
+        self._index: VideoIndex | None = None
+        self.touched: set[str] = set()  # video groups this handle changed or removed
 
     @property
     def attrs(self) -> Mapping:
@@ -200,18 +266,51 @@ class Store:
         return dict(self.root.attrs["settings"])
 
     def _videos(self) -> zarr.Group:
-        return self.root["videos"]
+        if self._videos_group is None:
+            self._videos_group = self.root["videos"]
+        return self._videos_group
+
+    # Listing -----------------------------------------------------------------------------------------
+    def index(self) -> VideoIndex | None:
+        """The index, if fresh (else None: an interrupted run, or a store written before it existed)."""
+        if self._index is None:
+            self._index = index_mod.read(self.root)
+        return self._index
+
+    def scan(self) -> tuple[VideoIndex, list[str]]:
+        """Read every video group: (the index rebuilt from their attributes, the incomplete keys).
+        Groups written before sizes were recorded are measured by listing their files."""
+        rows, incomplete, unsized = [], [], []
+        for key, group in sorted(self._videos().groups()):
+            attrs = group.attrs.asdict()
+            if not attrs.get("complete"):
+                incomplete.append(key)
+                continue
+            rows.append(row_from_attrs(key, attrs))
+            if "bytes" not in attrs:
+                unsized.append((len(rows) - 1, group.path))
+        if unsized:
+            sizes = run_concurrently(*(stored_sizes(self.root.store, path) for _, path in unsized))
+            for (i, _), measured in zip(unsized, sizes):
+                rows[i]["files"] = measured.pop("files")
+                rows[i].update({BYTES_PREFIX + k: v for k, v in measured.items() if k != "zarr.json"})
+        return VideoIndex.from_rows(rows), incomplete
+
+    def video_index(self) -> VideoIndex:
+        """The complete videos as an index: the stored one if fresh, else rebuilt by a scan."""
+        return self.index() or self.scan()[0]
 
     def all_keys(self) -> list[str]:
-        """Every video group, complete or not."""
+        """Every video group, complete or not (always a scan)."""
         return sorted(name for name, _ in self._videos().groups())
 
     def keys(self) -> list[str]:
         """Keys of the complete videos, sorted."""
-        return [k for k, g in sorted(self._videos().groups()) if g.attrs.get("complete")]
+        return self.video_index().keys()
 
     def incomplete(self) -> list[str]:
-        return [k for k, g in sorted(self._videos().groups()) if not g.attrs.get("complete")]
+        """Keys of incomplete video groups (a fresh index means there are none)."""
+        return [] if self.index() is not None else self.scan()[1]
 
     def __contains__(self, key: str) -> bool:
         videos = self._videos()
@@ -233,17 +332,38 @@ class Store:
         return VideoView(key, group, self.path)
 
     # Writing ---------------------------------------------------------------------------------------
+    def invalidate_index(self) -> None:
+        """Mark the index stale before any video changes (a no-op when it already is)."""
+        if self.root.attrs.get("index_token") is not None:
+            self.root.update_attributes({"index_token": None})
+        self._index = None
+
+    def write_index(self, index: VideoIndex, **root_attrs) -> None:
+        """Write the index, then the root attributes with its token (one write): the index is fresh."""
+        token = index_mod.write(self.root, index)
+        self.root.update_attributes({**root_attrs, "index_token": token})
+        self._index = index
+
     def begin_video(self, key: str, height: int, width: int, attrs: Mapping, expected_frames: int = 0) -> VideoWriter:
-        """Start (or restart) video ``key``; any earlier, incomplete copy is removed.
+        """Start (or restart) video ``key``; any earlier copy is removed.
 
         expected_frames: the container's frame count, if it gives one (arrays are trimmed at commit)."""
-        videos = self._videos()
-        if key in videos:
-            del videos[key]
-        group = videos.create_group(key, attributes={**attrs, "complete": False})
+        self.invalidate_index()
+        self.touched.add(key)
+        group = self._videos().create_group(key, overwrite=True, attributes={**attrs, "complete": False})
         return VideoWriter(group, self.settings, height, width, expected_frames)
 
+    def update_video(self, key: str, attrs: Mapping) -> dict:
+        """Change attributes of a complete video (one write); returns its index row."""
+        self.invalidate_index()
+        self.touched.add(key)
+        group = self._videos()[key]
+        group.update_attributes(dict(attrs))
+        return row_from_attrs(key, group.attrs.asdict())
+
     def remove_video(self, key: str) -> None:
+        self.invalidate_index()
+        self.touched.add(key)
         videos = self._videos()
         if key in videos:
             del videos[key]
@@ -321,34 +441,40 @@ def disk_bytes(path: str | os.PathLike) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def info(path: str | os.PathLike) -> dict:
-    """Summary of a store: videos (complete / incomplete), frames, bytes per array, settings."""
-    store = open_store(path)
-    per_array: dict[str, int] = {}
-    frames = 0
-    labels: dict[str, int] = {}
-    base = Path(store.path) / "videos"
-    keys = store.keys()
-    source_bytes = 0
-    for key in keys:
-        view = store[key]
-        source_bytes += view.attrs.get("source_bytes", 0)
-        frames += len(view)
-        label = view.attrs.get("label")
-        if label is not None:
-            labels[label] = labels.get(label, 0) + 1
-        for name in view.arrays():
-            per_array[name] = per_array.get(name, 0) + disk_bytes(base / key / name)
+def info(path: str | os.PathLike, rebuild_index: bool = False) -> dict:
+    """Summary of a store from its index (no array or video group is read when the index is fresh):
+    videos, frames, bytes per array (as recorded at commit), files, labels, settings.
+
+    A stale index is rebuilt in memory by scanning the video groups (``index: "scanned"``); with
+    ``rebuild_index`` it is also written back (``index: "rebuilt"``)."""
+    store = open_store(path, mode="r+" if rebuild_index else "r")
+    index = None if rebuild_index else store.index()
+    state, incomplete = "fresh", []
+    if index is None:
+        index, incomplete = store.scan()
+        state = "scanned"
+        if rebuild_index:
+            if incomplete:
+                raise StoreError(store.path, f"{len(incomplete)} incomplete videos (an interrupted run): rerun "
+                                             "the extraction, which completes them and writes the index")
+            store.write_index(index)
+            state = "rebuilt"
+    per_array = index.bytes_per_array()
+    videos = len(index)
+    files = index.total("files")
     return {
         "path": store.path,
         "schema": store.attrs["mvtools_schema"],
-        "videos": len(keys),
-        "incomplete": store.incomplete(),
+        "index": state,
+        "videos": videos,
+        "incomplete": incomplete,
         "failed": dict(store.attrs.get("failures", {})),
-        "frames": frames,
-        "bytes": disk_bytes(store.path),
-        "bytes_per_array": dict(sorted(per_array.items())),
-        "source_bytes": source_bytes,
-        "labels": dict(sorted(labels.items())),
+        "frames": index.total("num_frames"),
+        "bytes": sum(per_array.values()),
+        "bytes_per_array": per_array,
+        "files": files,
+        "files_per_video": files / videos if videos else 0.0,
+        "source_bytes": index.total("source_bytes"),
+        "labels": index.labels(),
         "settings": store.settings,
     }

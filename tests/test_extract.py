@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mvtools import open_store
-from mvtools.extract import ExtractConfig, discover, extract, label_of, sanitize, video_keys
+from mvtools.extract import ExtractConfig, discover, extract, label_of, plan, sanitize, video_keys
 
 
 def test_discover_recurses_sorts_and_survives_symlink_loops(tmp_path):
@@ -106,3 +106,46 @@ def test_yaml_recipes_fill_the_config_and_flags_override(tmp_path):
     bad.write_text("size: 128\nsharpness: 3\n")
     with pytest.raises(ValueError, match="sharpness"):
         ExtractConfig.from_yaml(bad)
+
+
+def _mtimes(store_dir, key) -> dict:
+    """Modification times of every file of a video group except its own zarr.json (the attributes)."""
+    group = store_dir / "videos" / key
+    return {p: p.stat().st_mtime_ns for p in group.rglob("*") if p.is_file() and p != group / "zarr.json"}
+
+
+def test_quick_check_trusts_size_and_mtime_and_verify_rehashes(synth_dir, tmp_path):
+    src, store = tmp_path / "src", tmp_path / "s.zarr"
+    shutil.copytree(synth_dir, src)
+    extract(src, store, progress=False)
+    victim = src / "left" / "left_0000.mp4"
+    st = victim.stat()
+    victim.write_bytes(b"\0" * st.st_size)  # other content, same size, and the old mtime restored:
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    work = plan(src, open_store(store), ExtractConfig())
+    assert work.jobs == [] and len(work.unchanged) == 4  # skipped without opening (it is no video any more)
+    again = extract(src, store, progress=False)
+    assert again.extracted == [] and len(again.skipped) == 4 and not again.failed
+    verified = extract(src, store, progress=False, verify=True)
+    assert list(verified.failed) == ["left/left_0000.mp4"] and len(verified.skipped) == 3
+    assert "left__left_0000" in open_store(store)  # the copy of the old content is kept, the failure recorded
+
+
+def test_a_touched_source_is_rehashed_once_not_reextracted(synth_dir, tmp_path):
+    src, store = tmp_path / "src", tmp_path / "s.zarr"
+    shutil.copytree(synth_dir, src)
+    extract(src, store, progress=False)
+    key, victim = "left__left_0000", src / "left" / "left_0000.mp4"
+    arrays_before = _mtimes(store, key)
+    later = victim.stat().st_mtime_ns + 5_000_000_000
+    os.utime(victim, ns=(later, later))  # touched: same bytes, new mtime
+    work = plan(src, open_store(store), ExtractConfig())
+    assert [j.key for j in work.jobs] == [key] and work.jobs[0].expect_sha256 == open_store(store)[key].attrs["sha256"]
+    report = extract(src, store, progress=False)
+    assert report.extracted == [] and key in report.skipped
+    assert open_store(store)[key].attrs["source_mtime_ns"] == later and _mtimes(store, key) == arrays_before
+    assert plan(src, open_store(store), ExtractConfig()).jobs == []  # refreshed: the next run skips it unopened
+    relabelled = extract(src, store, ExtractConfig(labels="none"), progress=False)  # same settings, other labels
+    assert relabelled.extracted == [] and len(relabelled.skipped) == 4
+    assert open_store(store)[key].attrs["label"] is None and _mtimes(store, key) == arrays_before
+    assert open_store(store).attrs["labels"] == []

@@ -144,3 +144,28 @@ def test_peak_memory_does_not_grow_with_video_length(tmp_path):
         peaks[n] = float(out.stdout.strip().splitlines()[-1])
     # Measured: +25 MB (the shard buffers filling up); without collecting PyAV's frame cycles, +86 MB.
     assert peaks[600] - peaks[60] < 45, peaks
+
+
+def test_at_most_a_window_of_tasks_is_in_flight(local_ray):
+    from mvtools.pipeline import as_completed
+
+    @ray.remote(max_retries=0)
+    def square(x):
+        if x == 7:
+            raise ValueError("seven")
+        return x * x
+
+    state = {"in_flight": 0, "peak": 0}
+
+    def submit(i, job):
+        state["in_flight"] += 1
+        state["peak"] = max(state["peak"], state["in_flight"])
+        return square.remote(job)
+
+    results = {}
+    for job, result in as_completed(submit, range(30), window=3):
+        state["in_flight"] -= 1
+        results[job] = result
+    assert sorted(results) == list(range(30)) and state["peak"] == 3
+    assert isinstance(results.pop(7), ray.exceptions.RayTaskError)
+    assert results == {i: i * i for i in range(30) if i != 7}

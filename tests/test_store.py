@@ -1,4 +1,6 @@
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +9,7 @@ import zarr
 from mvtools import StoreError, iter_motion, open_store, probe
 from mvtools.extract import ExtractConfig, extract, extract_video
 from mvtools.features import iter_features, stored_size
-from mvtools.store import FRAME_TYPE_CODES, SCHEMA, create_store, info
+from mvtools.store import FRAME_TYPE_CODES, SCHEMA, create_store, disk_bytes, info
 
 
 def test_layout_attrs_and_arrays(synth_store):
@@ -154,6 +156,62 @@ def test_store_errors(synth_store, tmp_path):
 def test_info_counts_videos_frames_and_bytes(synth_store):
     summary = info(synth_store)
     assert summary["videos"] == 4 and summary["frames"] == 160 and summary["incomplete"] == []
-    assert summary["bytes"] >= sum(summary["bytes_per_array"].values()) > 0
-    assert summary["labels"] == {"left": 2, "rotate_cw": 2}
+    assert summary["labels"] == {"left": 2, "rotate_cw": 2} and summary["index"] == "fresh"
     assert summary["settings"]["size"] == 128
+    videos = Path(synth_store) / "videos"  # the sizes recorded at commit, against a walk of the files
+    walked = {name: sum(disk_bytes(g / name) for g in videos.iterdir() if g.is_dir()) for name in
+              summary["bytes_per_array"]}
+    assert summary["bytes_per_array"] == walked and summary["bytes"] == sum(walked.values())
+    files = sum(1 for p in videos.rglob("*") if p.is_file()) - 1  # videos/zarr.json is no video's
+    assert summary["files"] == files and summary["files_per_video"] == files / 4
+
+
+def _without_video_metadata(store, tmp_path) -> Path:
+    """A copy of the store whose video groups cannot be read: only the index can answer."""
+    copy = tmp_path / "blind.zarr"
+    shutil.copytree(store, copy)
+    for meta in (copy / "videos").glob("*/zarr.json"):
+        meta.unlink()
+    return copy
+
+
+def test_the_index_answers_listing_without_reading_video_groups(synth_store, tmp_path):
+    from trainer.data import list_videos
+
+    store = open_store(synth_store)
+    index = store.index()
+    scanned, incomplete = store.scan()
+    assert index is not None and incomplete == [] and list(index.rows()) == list(scanned.rows())
+    blind = _without_video_metadata(synth_store, tmp_path)
+    assert open_store(blind).keys() == store.keys() and open_store(blind).incomplete() == []
+    assert {k: v for k, v in info(blind).items() if k != "path"} == {k: v for k, v in info(synth_store).items()
+                                                                      if k != "path"}
+    assert list_videos(blind) == list_videos(synth_store) and len(list_videos(blind)) == 4
+
+
+def test_a_writer_makes_the_index_stale_and_the_next_run_mends_it(synth_dir, tmp_path):
+    path = tmp_path / "s.zarr"
+    extract(synth_dir, path, progress=False)
+    token = open_store(path).attrs["index_token"]
+    assert token and open_store(path).index() is not None
+    key = open_store(path).keys()[0]
+    open_store(path, mode="r+").begin_video(key, 64, 96, {})  # as an interrupted re-extraction leaves it
+    store = open_store(path)
+    assert store.attrs["index_token"] is None and store.index() is None
+    assert key not in store.keys() and store.incomplete() == [key]
+    summary = info(path)
+    assert summary["index"] == "scanned" and summary["videos"] == 3 and summary["incomplete"] == [key]
+    with pytest.raises(StoreError, match="incomplete"):
+        info(path, rebuild_index=True)
+    extract(synth_dir, path, progress=False)
+    assert open_store(path).attrs["index_token"] == token and info(path)["index"] == "fresh"
+
+
+def test_a_mismatched_token_is_stale_and_info_rebuilds_it(synth_store, tmp_path):
+    path = tmp_path / "s.zarr"
+    shutil.copytree(synth_store, path)
+    token = open_store(path).attrs["index_token"]
+    zarr.open_group(path, mode="r+").update_attributes({"index_token": "0" * 32})  # a crash between the writes
+    assert open_store(path).index() is None and info(path)["index"] == "scanned"
+    assert info(path, rebuild_index=True)["index"] == "rebuilt"
+    assert open_store(path).attrs["index_token"] == token and open_store(path).index() is not None

@@ -31,6 +31,7 @@ import torch
 import zarr
 
 from mvtools.errors import MvtoolsError
+from mvtools.store import open_store
 
 MODALITIES = ("rgb", "mv", "residual", "framediff", "flow", "keyframe")
 ARRAYS = {"rgb": ("frames",), "mv": ("mv",), "residual": ("residual",), "framediff": ("frames",),
@@ -85,15 +86,12 @@ class Video:
 
 
 def list_videos(store_path: str) -> list[Video]:
-    """The complete videos of a store, from their attributes only (no array is read)."""
-    root = zarr.open_group(os.fspath(store_path), mode="r")
-    videos = []
-    for key, group in sorted(root["videos"].groups()):
-        a = group.attrs.asdict()
-        if a.get("complete") and a.get("num_frames", 0) > 0:
-            videos.append(Video(key, int(a["num_frames"]), int(a["stored_height"]), int(a["stored_width"]),
-                                a.get("label"), a.get("split")))
-    return videos
+    """The complete videos of a store, from its index (one read per column; a stale index, left by an
+    interrupted extraction, is rebuilt in memory from the video groups)."""
+    c = open_store(os.fspath(store_path)).video_index().columns
+    return [Video(key, int(n), int(h), int(w), label or None, split or None)
+            for key, n, h, w, label, split in zip(c["key"], c["num_frames"], c["stored_height"], c["stored_width"],
+                                                   c["label"], c["split"]) if n > 0]
 
 
 def clip_indices(start: int, spec: ClipSpec, num_frames: int) -> np.ndarray:
