@@ -77,6 +77,7 @@ class MotionRecord:
     is_keyframe: bool
     motion_vectors: np.ndarray
     frame: np.ndarray | None = None
+    rotation: int | None = None  # display rotation (degrees), read on the first frame only (None after)
 
 
 def motion_vectors_from_side_data(side_data) -> np.ndarray:
@@ -146,11 +147,14 @@ def _rotation(container, stream) -> int:
     return 0
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
-    """Read the container header (codec, size, frame rate, frame count) and the first frame's rotation."""
+def probe(path: str | os.PathLike, *, rotation: bool = True) -> VideoInfo:
+    """Read the container header (codec, size, frame rate, frame count) and, with ``rotation``, the first
+    frame's display rotation (which needs a decode; ``iter_motion`` also gives it on its first record)."""
     with _open(path) as container:
         stream = container.streams.video[0]
         info = _info(os.fspath(path), stream)
+        if not rotation:
+            return info
         stream.codec_context.options = dict(_PIXEL_FREE_OPTIONS)
         return dataclasses.replace(info, rotation=_rotation(container, stream))
 
@@ -250,6 +254,8 @@ def _record(frame, index: int, decode_frames: bool, width, height, reformatter=N
     )
     if decode_frames:
         record.frame = to_rgb(frame, width, height, reformatter)
+    if index == 0:
+        record.rotation = int(round(frame.rotation or 0))
     return record
 
 

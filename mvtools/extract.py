@@ -178,7 +178,7 @@ def extract_video(
     stat = os.stat(path)
     attrs = {"source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns, **(attrs or {})}
     sha = sha256 or sha256_of(path)
-    info = probe(path)
+    info = probe(path, rotation=False)
     if not info.exports_motion_vectors:
         if transcode != "auto":
             raise VideoError(path, f"codec {info.codec} carries no motion vectors FFmpeg can export "
@@ -186,9 +186,10 @@ def extract_video(
         with tempfile.TemporaryDirectory(prefix="mvtools-") as tmp:
             h264 = os.path.join(tmp, "transcoded.mp4")
             transcode_h264(path, h264)
-            attrs = {**attrs, "codec": info.codec, "transcoded": True, "rotation": info.rotation}
+            rotation = probe(path).rotation  # the original's: the H.264 copy carries no display matrix
+            attrs = {**attrs, "codec": info.codec, "transcoded": True, "rotation": rotation}
             return _extract_decodable(h264, store, key, config, attrs, sha, flow)
-    attrs = {**attrs, "codec": info.codec, "transcoded": False, "rotation": info.rotation}
+    attrs = {**attrs, "codec": info.codec, "transcoded": False}  # rotation: from the first decoded frame
     return _extract_decodable(path, store, key, config, attrs, sha, flow, info)
 
 
@@ -197,7 +198,7 @@ FLOW_BATCH = {"dis": 1, "farneback": 1, "raft": 16}
 
 
 def _extract_decodable(path, store, key, config, attrs, sha, flow=None, info=None) -> dict:
-    info = info or probe(path)
+    info = info or probe(path, rotation=False)
     if info.width < 16 or info.height < 16:
         raise VideoError(path, f"frame size {info.width}x{info.height} is too small")
     w, h = stored_size(info.width, info.height, config.size)
@@ -210,7 +211,8 @@ def _extract_decodable(path, store, key, config, attrs, sha, flow=None, info=Non
     writer = store.begin_video(key, h, w, video_attrs, expected_frames=info.num_frames)
     garbage = FrameGarbage()
     try:
-        records = garbage.collecting(iter_motion(path, decode_frames=pixels, frame_size=(w, h)))
+        records = garbage.collecting(_first_rotation(iter_motion(path, decode_frames=pixels, frame_size=(w, h)),
+                                                     video_attrs))
         features = iter_features(records, (info.width, info.height), (w, h),
                                  residuals="residual" in mods, accumulate="accumulated" in mods)
         if flow is not None:  # flow t -> t+1 needs frame t+1: features come out one frame (or batch) late
@@ -246,6 +248,14 @@ def _extract_decodable(path, store, key, config, attrs, sha, flow=None, info=Non
     finally:
         garbage.close()
     return row
+
+
+def _first_rotation(records, attrs: dict):
+    """Pass records through, setting ``attrs["rotation"]`` (unless given) from the first one."""
+    for record in records:
+        if record.rotation is not None:
+            attrs.setdefault("rotation", record.rotation)
+        yield record
 
 
 class FrameGarbage:

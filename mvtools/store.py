@@ -30,6 +30,9 @@ final metadata write), so a reader never sees half a video. Writers mark the ind
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
+import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,15 +40,18 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import GroupMetadata
+from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
+from zarr.storage import ObjectStore
 
 from . import index as index_mod
-from .codecs import JpegCodec
 from .errors import StoreError
 from .features import FRAME_TYPE_CODES
 from .index import BYTES_PREFIX, VideoIndex, row_from_attrs
 from .motion import frame_difference
+from .storage import SizeRecordingStore, zarr_store
 
 SCHEMA = 1
 MV_STEP = 8  # vectors are stored rounded to 1/MV_STEP px: exact in float16 up to 256 px
@@ -99,6 +105,45 @@ def _tail(spec: ArraySpec, h: int, w: int) -> tuple[int, ...]:
     return (-(-h // spec.cell), -(-w // spec.cell), spec.channels)
 
 
+KEYFRAMES_PER_SHARD = 64
+
+
+def array_metadata(name: str, spec: ArraySpec, length: int, tail: tuple[int, ...], chunk: int,
+                   shard: int) -> tuple[ArrayV3Metadata, bytes]:
+    """The zarr v3 metadata of one per-video array, and its zarr.json (as ``zarr.create_array`` would write
+    them, tested): ``chunk`` frames per chunk inside shards of ``shard`` frames (keyframes: one per chunk,
+    ``KEYFRAMES_PER_SHARD`` per shard), JPEG or zstd inside, fill value 0.
+
+    zarr validates a metadata document in ~0.5 ms; a store of one frame size needs that once per array
+    name, so the validated template is reused and only its length changes (a plain tuple, not validated)."""
+    template, document = _array_template(name, spec, tail, chunk, shard)
+    meta = copy.copy(template)
+    object.__setattr__(meta, "shape", (length, *tail))
+    return meta, json.dumps({**document, "shape": [length, *tail]}, allow_nan=True).encode()
+
+
+@functools.lru_cache(maxsize=512)
+def _array_template(name: str, spec: ArraySpec, tail: tuple[int, ...], chunk: int,
+                    shard: int) -> tuple[ArrayV3Metadata, dict]:
+    per_frame = name not in VideoWriter.KEYFRAMES
+    inner = [{"name": "mvtools.jpeg", "configuration": {"quality": spec.jpeg_quality}}] if spec.jpeg_quality else [
+        {"name": "bytes", "configuration": {"endian": "little"}},
+        {"name": "zstd", "configuration": {"level": 3, "checksum": False}}]
+    meta = ArrayV3Metadata.from_dict({
+        "zarr_format": 3, "node_type": "array", "shape": [0, *tail], "data_type": spec.dtype,
+        "chunk_grid": {"name": "regular", "configuration": {
+            "chunk_shape": [shard if per_frame else KEYFRAMES_PER_SHARD, *tail]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": False if spec.dtype == "bool" else 0,
+        "codecs": [{"name": "sharding_indexed", "configuration": {
+            "chunk_shape": [chunk if per_frame else 1, *tail], "codecs": inner,
+            "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
+            "index_location": "end"}}],
+        "attributes": {}, "storage_transformers": [],
+    })
+    return meta, meta.to_dict()
+
+
 def to_stored(name: str, values: np.ndarray, spec: ArraySpec) -> np.ndarray:
     """Cast computed values to the stored dtype (rounding vectors, clipping residuals)."""
     if spec.step:
@@ -108,52 +153,100 @@ def to_stored(name: str, values: np.ndarray, spec: ArraySpec) -> np.ndarray:
     return np.asarray(values).astype(spec.dtype)
 
 
+#: zarr settings for everything mvtools writes: metadata as compact JSON, which Python's C encoder writes
+#: (zarr's default indent takes the pure-Python one: several ms per small video).
+WRITE_CONFIG = {"json_indent": None}
+#: Per-array runtime setting: no "is this chunk all fill value?" scan (a full read of every chunk) before
+#: each write; a stored video's chunks almost never are, and skipping empty ones would save little.
+ARRAY_CONFIG = {"write_empty_chunks": True}
+
+
+async def _put_metadata(path, metadata) -> None:
+    """Write a node's zarr.json (what zarr's create functions do after their existence checks)."""
+    await asyncio.gather(*((path / key).set(buffer)
+                           for key, buffer in metadata.to_buffer_dict(default_buffer_prototype()).items()))
+
+
+def writing():
+    """Context for zarr writes (``WRITE_CONFIG``)."""
+    return zarr.config.set(WRITE_CONFIG)
+
+
 async def _gather(*aws):
     return await asyncio.gather(*aws)
 
 
 def run_concurrently(*aws):
     """Run zarr coroutines together on zarr's IO loop: one round trip instead of one per call."""
-    return sync(_gather(*aws))
+    with writing():
+        return sync(_gather(*aws))
+
+
+def sizes_by_array(prefix: str, sizes: Mapping[str, int]) -> dict[str, int]:
+    """{object key: bytes} under a video group's ``prefix`` -> bytes per first path component (array name or
+    ``zarr.json``), plus ``files``, the number of objects."""
+    prefix = prefix.rstrip("/") + "/"
+    out: dict[str, int] = {}
+    for key, size in sizes.items():
+        name = key[len(prefix):].split("/", 1)[0]
+        out[name] = out.get(name, 0) + size
+    out["files"] = len(sizes)
+    return out
 
 
 async def stored_sizes(store, prefix: str) -> dict[str, int]:
-    """Bytes under ``prefix`` (a video group's path) per first path component: array name or ``zarr.json``;
-    ``files`` is the number of objects. One listing plus one size query per object."""
-    keys = [k async for k in store.list_prefix(prefix.rstrip("/") + "/")]
-    sizes = await asyncio.gather(*(store.getsize(k) for k in keys))
-    out: dict[str, int] = {}
-    for key, size in zip(keys, sizes):
-        name = key[len(prefix):].lstrip("/").split("/", 1)[0]
-        out[name] = out.get(name, 0) + size
-    out["files"] = len(keys)
-    return out
+    """``sizes_by_array`` of what is stored under ``prefix``: one listing (obstore's carries the sizes; other
+    stores add one size query per object)."""
+    prefix = prefix.rstrip("/") + "/"
+    if isinstance(store, SizeRecordingStore):
+        store = store._store
+    if isinstance(store, ObjectStore):
+        import obstore
+
+        metas = await obstore.list(store.store, prefix).collect_async()
+        keys, sizes = [m["path"] for m in metas], [m["size"] for m in metas]
+    else:
+        keys = [k async for k in store.list_prefix(prefix)]
+        sizes = await asyncio.gather(*(store.getsize(k) for k in keys))
+    return sizes_by_array(prefix, dict(zip(keys, sizes)))
 
 
 class VideoWriter:
     """Streams one video's arrays into its group, a whole shard of frames at a time; ``commit`` marks it
     complete. Memory holds one shard of frames per array (plus the video's per-frame scalars).
 
-    Metadata is written as few times as possible (it dominates small videos): the group's attributes
-    once at ``begin_video`` and once at ``commit``; each array's metadata once, when its first block is
-    written (at commit for a video of at most one shard, with its exact length), and all arrays of a
-    block are created and written concurrently.
+    Metadata dominates small videos, so each document is written once, with nothing read first: the
+    group's at ``begin_video`` (after removing any earlier copy) and at commit (sizes and ``complete``, in
+    one write); each array's together with its first block of data, at its length known then (exact at
+    commit; for long videos, the container's frame count at the first full shard, corrected at commit
+    only if it was wrong). The writes of a block go out concurrently.
     """
 
     SCALARS = ("frame_type", "pts", "keyframe_index")  # tiny: kept whole and written once, at commit
     KEYFRAMES = ("keyframes", "keyframe_index")  # indexed by keyframe, not by frame
 
-    def __init__(self, group: zarr.Group, settings: Mapping, height: int, width: int, expected_frames: int = 0):
-        self.group = group
-        self.key = group.basename
+    def __init__(self, videos: zarr.Group, key: str, settings: Mapping, height: int, width: int, attrs: Mapping,
+                 expected_frames: int = 0):
+        self.key = key
         self.specs = array_specs(settings)
         self.block = int(settings["shard_frames"])
         self.chunk = int(settings["chunk_frames"])
         self.expected = expected_frames
         self.tails = {name: _tail(spec, height, width) for name, spec in self.specs.items()}
-        self.arrays: dict[str, zarr.AsyncArray] = {}
-        self.buffers: dict[str, np.ndarray] = {  # one shard of frames per per-frame array
-            name: np.zeros((self.block, *self.tails[name]), spec.dtype) for name, spec in self.specs.items()
+        path = videos._async_group.store_path / key
+        metadata = GroupMetadata(attributes={**attrs, "complete": False})
+
+        async def create() -> None:  # the store and ``videos`` exist: no parent to check or create
+            await path.delete_dir()
+            await _put_metadata(path, metadata)
+
+        with writing():
+            sync(create())
+        self.group = zarr.Group(zarr.AsyncGroup(metadata, path))
+        self.arrays: dict[str, zarr.AsyncArray] = {}  # created with their first write
+        rows = min(self.block, expected_frames) or self.block  # a short video does not need a whole shard
+        self.buffers: dict[str, np.ndarray] = {  # up to one shard of frames per per-frame array
+            name: np.zeros((rows, *self.tails[name]), spec.dtype) for name, spec in self.specs.items()
             if name not in self.KEYFRAMES and name not in self.SCALARS}
         self.scalars: dict[str, list] = {name: [] for name in self.SCALARS if name in self.specs}
         self.keyframes: list[np.ndarray] = []
@@ -164,6 +257,9 @@ class VideoWriter:
     def append(self, values: Mapping[str, np.ndarray]) -> None:
         """Add one frame's arrays (per-frame shape, no time axis). Flushes each full shard."""
         row = self.num_frames - self.written
+        if self.buffers and row == len(next(iter(self.buffers.values()))):  # more frames than the container said
+            self.buffers = {name: np.concatenate([b, np.zeros((self.block - len(b), *b.shape[1:]), b.dtype)])
+                            for name, b in self.buffers.items()}
         for name, value in values.items():
             if name in self.buffers:
                 self.buffers[name][row] = to_stored(name, value, self.specs[name])
@@ -178,34 +274,30 @@ class VideoWriter:
         self.keyframes.append(frame)
 
     async def _write(self, name: str, data: np.ndarray, start: int, length: int) -> None:
-        """Write data at [start, start + len(data)) of array ``name``, creating it (``length`` long) or
-        growing it first if needed."""
+        """Write data at [start, start + len(data)) of array ``name``, creating it ``length`` long, or
+        resizing it to that, first if needed."""
         array = self.arrays.get(name)
+        writes = []
         if array is None:
-            spec, tail = self.specs[name], self.tails[name]
-            per_frame = name not in self.KEYFRAMES
-            if spec.jpeg_quality:
-                kw = {"serializer": JpegCodec(quality=spec.jpeg_quality), "compressors": None}
-            else:
-                kw = {"compressors": ZstdCodec(level=3)}
-            array = await self.group._async_group.create_array(
-                name, shape=(length, *tail), dtype=spec.dtype, fill_value=0,
-                chunks=(self.chunk if per_frame else 1, *tail),
-                shards=(self.block if per_frame else 64, *tail), **kw)
+            meta, document = array_metadata(name, self.specs[name], length, self.tails[name], self.chunk, self.block)
+            array = zarr.AsyncArray(meta, self.group._async_group.store_path / name, config=ARRAY_CONFIG)
+            writes.append((array.store_path / "zarr.json").set(default_buffer_prototype().buffer.from_bytes(document)))
             self.arrays[name] = array
         elif array.shape[0] != length:
             await array.resize((length, *array.shape[1:]))
-        if len(data):
-            await array.setitem(slice(start, start + len(data)), data)
+        if len(data):  # the chunks do not need the metadata document: both go out together
+            writes.append(array.setitem(slice(start, start + len(data)), data))
+        await asyncio.gather(*writes)
 
     def _block_writes(self, length: int) -> list:
         rows = self.num_frames - self.written
         return [self._write(name, buffer[:rows], self.written, length) for name, buffer in self.buffers.items()]
 
     def _keyframe_write(self) -> list:
-        if not self.keyframes:
+        if "keyframes" not in self.specs:
             return []
-        frames, start = np.stack(self.keyframes), self.keyframes_written
+        frames = np.stack(self.keyframes) if self.keyframes else np.zeros((0, *self.tails["keyframes"]), np.uint8)
+        start = self.keyframes_written
         self.keyframes_written += len(frames)
         self.keyframes.clear()
         return [self._write("keyframes", frames, start, self.keyframes_written)]
@@ -215,7 +307,7 @@ class VideoWriter:
         if self.num_frames == self.written:
             return
         writes = self._block_writes(max(self.expected, self.num_frames))
-        if len(self.keyframes) >= 64:  # keyframes are few: written a shard at a time, the rest at commit
+        if len(self.keyframes) >= KEYFRAMES_PER_SHARD:  # keyframes are few: a shard at a time, the rest at commit
             writes += self._keyframe_write()
         run_concurrently(*writes)
         self.written = self.num_frames
@@ -224,18 +316,22 @@ class VideoWriter:
         """Write what is left and the scalars at the true length, record the bytes each array takes, then
         write the attributes with ``complete = True`` (last, in one write). Returns the video's index row."""
         writes = self._block_writes(self.num_frames) + self._keyframe_write()
-        if "keyframes" in self.specs and "keyframes" not in self.arrays and not writes[len(self.buffers):]:
-            writes.append(self._write("keyframes", np.zeros((0, *self.tails["keyframes"]), np.uint8), 0, 0))
         for name, values in self.scalars.items():
             data = to_stored(name, np.asarray(values, dtype=self.specs[name].dtype), self.specs[name])
             writes.append(self._write(name, data, 0, len(data)))
         run_concurrently(*writes)
         self.written = self.num_frames
-        sizes = sync(stored_sizes(self.group.store, self.group.path))
+        store, prefix = self.group.store, self.group.path
+        if isinstance(store, SizeRecordingStore):  # what this process wrote: no listing needed
+            sizes = sizes_by_array(prefix, store.recorded(prefix))
+            store.forget(prefix)
+        else:
+            sizes = sync(stored_sizes(store, prefix))
         final = {**attrs, "num_frames": self.num_frames, "files": sizes.pop("files"),
                  "bytes": {name: sizes.get(name, 0) for name in sorted(self.specs)}, "complete": True}
-        self.group.update_attributes(final)  # one write: attrs.update would write once per key
-        return row_from_attrs(self.key, {**self.group.attrs.asdict()})
+        with writing():
+            self.group.update_attributes(final)  # one write: attrs.update would write once per key
+        return row_from_attrs(self.key, self.group.attrs.asdict())
 
 
 class Store:
@@ -335,13 +431,15 @@ class Store:
     def invalidate_index(self) -> None:
         """Mark the index stale before any video changes (a no-op when it already is)."""
         if self.root.attrs.get("index_token") is not None:
-            self.root.update_attributes({"index_token": None})
+            with writing():
+                self.root.update_attributes({"index_token": None})
         self._index = None
 
     def write_index(self, index: VideoIndex, **root_attrs) -> None:
         """Write the index, then the root attributes with its token (one write): the index is fresh."""
-        token = index_mod.write(self.root, index)
-        self.root.update_attributes({**root_attrs, "index_token": token})
+        with writing():
+            token = index_mod.write(self.root, index)
+            self.root.update_attributes({**root_attrs, "index_token": token})
         self._index = index
 
     def begin_video(self, key: str, height: int, width: int, attrs: Mapping, expected_frames: int = 0) -> VideoWriter:
@@ -350,15 +448,15 @@ class Store:
         expected_frames: the container's frame count, if it gives one (arrays are trimmed at commit)."""
         self.invalidate_index()
         self.touched.add(key)
-        group = self._videos().create_group(key, overwrite=True, attributes={**attrs, "complete": False})
-        return VideoWriter(group, self.settings, height, width, expected_frames)
+        return VideoWriter(self._videos(), key, self.settings, height, width, attrs, expected_frames)
 
     def update_video(self, key: str, attrs: Mapping) -> dict:
         """Change attributes of a complete video (one write); returns its index row."""
         self.invalidate_index()
         self.touched.add(key)
         group = self._videos()[key]
-        group.update_attributes(dict(attrs))
+        with writing():
+            group.update_attributes(dict(attrs))
         return row_from_attrs(key, group.attrs.asdict())
 
     def remove_video(self, key: str) -> None:
@@ -417,11 +515,12 @@ def create_store(path: str | os.PathLike, settings: Mapping) -> Store:
         raise StoreError(path, "exists and is not an mvtools store; refusing to write into it")
     from . import __version__
 
-    root = zarr.open_group(path, mode="w", attributes={
-        "mvtools_schema": SCHEMA, "mvtools_version": __version__, "settings": dict(settings),
-        "frame_type_codes": FRAME_TYPE_CODES,
-    })
-    root.create_group("videos")
+    with writing():
+        root = zarr.open_group(zarr_store(path, read_only=False), mode="w", attributes={
+            "mvtools_schema": SCHEMA, "mvtools_version": __version__, "settings": dict(settings),
+            "frame_type_codes": FRAME_TYPE_CODES,
+        })
+        root.create_group("videos")
     return Store(root, path)
 
 
@@ -431,7 +530,8 @@ def open_store(path: str | os.PathLike, mode: str = "r") -> Store:
     if not os.path.exists(os.path.join(path, "zarr.json")):
         raise StoreError(path, "no store here (missing zarr.json)")
     try:
-        root = zarr.open_group(path, mode="r+" if mode != "r" else "r")
+        root = zarr.open_group(zarr_store(path, read_only=mode == "r"), mode="r" if mode == "r" else "r+",
+                               zarr_format=3)
     except Exception as e:  # zarr raises several types for unreadable metadata
         raise StoreError(path, f"cannot open as zarr ({e})") from None
     return Store(root, path)

@@ -215,3 +215,45 @@ def test_a_mismatched_token_is_stale_and_info_rebuilds_it(synth_store, tmp_path)
     assert open_store(path).index() is None and info(path)["index"] == "scanned"
     assert info(path, rebuild_index=True)["index"] == "rebuilt"
     assert open_store(path).attrs["index_token"] == token and open_store(path).index() is not None
+
+
+@pytest.mark.parametrize("expected", [0, 3, 10, 40])
+def test_writer_handles_a_container_frame_count_that_is_wrong(tmp_path, expected):
+    config = ExtractConfig(modalities=("frames", "mv", "keyframes"), shard_frames=16, chunk_frames=4)
+    store = create_store(tmp_path / "s.zarr", config.settings())
+    writer = store.begin_video("v", 16, 24, {"source": "v.mp4"}, expected_frames=expected)
+    ramp = np.add.outer(np.arange(16), np.arange(24))[None, :, :, None] * 4  # smooth: JPEG keeps it closely
+    frames = np.broadcast_to(ramp + np.arange(20)[:, None, None, None] * 3, (20, 16, 24, 3)).astype(np.uint8)
+    for t, frame in enumerate(frames):
+        writer.append({"frames": frame, "mv": np.full((4, 6, 4), t / 8), "mv_mask": np.ones((4, 6, 2), bool),
+                       "frame_type": t % 3, "pts": t / 25})
+        if t % 7 == 0:
+            writer.append_keyframe(t, frame)
+    row = writer.commit({"source": "v.mp4"})
+    view = open_store(tmp_path / "s.zarr")["v"]
+    assert row["num_frames"] == len(view) == 20 and view.frames.shape == (20, 16, 24, 3)
+    np.testing.assert_array_equal(view.mv[:, 0, 0, 0], np.arange(20) / 8)
+    np.testing.assert_array_equal(view.frame_type[:], np.arange(20) % 3)
+    np.testing.assert_array_equal(view.keyframe_index[:], [0, 7, 14])
+    assert np.abs(view.frames[:].astype(int) - frames).max() <= 4
+    assert np.abs(view.keyframes[:].astype(int) - frames[[0, 7, 14]]).max() <= 4
+
+
+def test_array_metadata_is_what_zarr_itself_writes():
+    """The writer builds each array's zarr.json from the specs; zarr.create_array is the independent check."""
+    from zarr.codecs import ZstdCodec
+
+    from mvtools.codecs import JpegCodec
+    from mvtools.store import _tail, array_metadata, array_specs
+
+    for name, spec in array_specs(ExtractConfig(modalities=("frames", "mv", "residual", "keyframes",
+                                                            "accumulated"), flow="dis").settings()).items():
+        tail, per_frame = _tail(spec, 48, 64), name not in ("keyframes", "keyframe_index")
+        kw = ({"serializer": JpegCodec(quality=spec.jpeg_quality), "compressors": None} if spec.jpeg_quality else
+              {"compressors": ZstdCodec(level=3)})
+        reference = zarr.create_array(zarr.storage.MemoryStore(), shape=(9, *tail), dtype=spec.dtype, fill_value=0,
+                                      chunks=(16 if per_frame else 1, *tail), shards=(128 if per_frame else 64, *tail),
+                                      **kw).metadata
+        meta, document = array_metadata(name, spec, 9, tail, 16, 128)
+        as_json = [json.loads(json.dumps(m.to_dict())) for m in (meta, reference)]
+        assert as_json[0] == as_json[1] == json.loads(document), name
