@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "MotionRecord": "decode", "VideoInfo": "decode", "iter_motion": "decode", "probe": "decode",

@@ -1,4 +1,4 @@
-"""The ``mvtools`` command line: extract, info, show, synth, and the commands other packages register.
+"""The ``mvtools`` command line: extract, info, show, migrate, synth, and the commands other packages register.
 
 Commands beyond mvtools' own (``train``, ``eval``, ... from ``trainer``) come from the ``mvtools.commands``
 entry point group: each entry point is a function ``register(subparsers) -> {command: handler}``. mvtools
@@ -50,6 +50,23 @@ def _show_modalities(text: str) -> tuple[str, ...]:
     return mods
 
 
+def add_storage_option(parser: argparse.ArgumentParser) -> None:
+    """``--storage-option KEY=VALUE`` (repeatable): options of an object-store URL (see README, Storage)."""
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an object-store option, repeatable: endpoint=http://host:9000 (S3-compatible "
+                             "servers), region=..., allow_http=true, ...; credentials come from the usual "
+                             "environment variables and config files")
+
+
+def storage_options(args) -> dict:
+    from .storage import parse_storage_options
+
+    try:
+        return parse_storage_options(getattr(args, "storage_option", []) or [])
+    except ValueError as e:
+        raise MvtoolsError(str(e)) from None
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The parser, and the handlers of the commands registered through entry points."""
     from .config import DEFAULT_MODALITIES, MODALITIES
@@ -71,7 +88,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         epilog=EXIT_CODES,
     )
     ex.add_argument("src_dir", metavar="SRC_DIR", help="folder of videos (mp4, avi, mkv, mov, webm, ...)")
-    ex.add_argument("-o", "--output", required=True, metavar="STORE", help="store path (a .zarr folder)")
+    ex.add_argument("-o", "--output", required=True, metavar="STORE",
+                    help="the store: a folder (x.zarr) or an object-store URL (s3://bucket/x.zarr, gs://..., az://...)")
+    add_storage_option(ex)
     ex.add_argument("--config", metavar="YAML",
                     help="a recipe from pipelines/ (e.g. pipelines/extract.yaml); flags given here override it")
     ex.add_argument("--size", type=int, help="short side of stored frames, pixels (default 128)")
@@ -119,7 +138,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = sub.add_parser("info", help="summarise a store: videos, frames, bytes, settings")
-    info.add_argument("store", metavar="STORE")
+    info.add_argument("store", metavar="STORE", help="a store folder or URL")
+    add_storage_option(info)
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--rebuild-index", action="store_true",
                       help="rebuild the store's video index from its video groups (one read per video) and "
@@ -136,7 +156,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         epilog="examples:\n  mvtools show ucf101.zarr ApplyEyeMakeup__v_ApplyEyeMakeup_g01_c01 --frames 0:6\n"
                "  mvtools show clip.mp4 -o clip.gif --modalities frames,mv",
     )
-    show.add_argument("source", metavar="SOURCE", help="a store (STORE.zarr) or a video file")
+    show.add_argument("source", metavar="SOURCE", help="a store (STORE.zarr or an object-store URL) or a video file")
+    add_storage_option(show)
     show.add_argument("key", metavar="KEY", nargs="?",
                       help="the video's key: its group videos/KEY in the store (`mvtools show STORE` lists some)")
     show.add_argument("-o", "--output", metavar="OUT",
@@ -152,6 +173,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                       help="height of each panel's image, pixels (default 192; rounded to even)")
     show.add_argument("--size", type=int, default=128,
                       help="short side, pixels, of what is computed from a VIDEO_FILE (default 128, as extract)")
+
+    mig = sub.add_parser(
+        "migrate", help="rewrite a schema-1 store (mvtools 0.1) as schema 2",
+        description="Copy every complete video of OLD into a new schema-2 store NEW: vectors, masks, frame types and\n"
+                    "timestamps exactly; frames, residuals and keyframes decoded and JPEG-coded again (a second\n"
+                    "lossy pass: re-extracting from the sources avoids it). OLD is left as it is.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    mig.add_argument("old", metavar="OLD")
+    mig.add_argument("new", metavar="NEW")
+    add_storage_option(mig)
+    mig.add_argument("--quiet", action="store_true", help="no progress bar")
 
     synth = sub.add_parser(
         "synth", help="write a small labelled H.264 dataset whose classes differ only by motion",
@@ -210,7 +242,8 @@ def _extract(args) -> int:
         return EXIT_USAGE
     if args.dry_run:
         return _dry_run(args, config, selection)
-    common = {**selection, "transcode": args.transcode, "progress": not args.quiet, "verify": args.verify}
+    common = {**selection, "transcode": args.transcode, "progress": not args.quiet, "verify": args.verify,
+              "storage_options": storage_options(args)}
     if args.workers == 0 and not args.address:
         report = extract(args.src_dir, args.output, config, **common)
     else:
@@ -238,13 +271,16 @@ def _annotations(args):
 
 
 def _dry_run(args, config, selection) -> int:
-    import os
-
     from .errors import StoreError
     from .extract import plan
     from .store import open_store
 
-    store = open_store(args.output) if os.path.exists(os.path.join(args.output, "zarr.json")) else None
+    try:
+        store = open_store(args.output, storage_options=storage_options(args))
+    except StoreError as e:
+        if "no store here" not in e.reason:
+            raise
+        store = None
     if store is not None and store.settings != config.settings():
         raise StoreError(args.output, f"exists with other settings {store.settings}; use another -o path")
     work = plan(args.src_dir, store, config, **selection)
@@ -291,7 +327,7 @@ def _human(n: float) -> str:
 def _info(args) -> int:
     from .store import info
 
-    summary = info(args.store, rebuild_index=args.rebuild_index)
+    summary = info(args.store, rebuild_index=args.rebuild_index, storage_options=storage_options(args))
     if args.json:
         print(json.dumps(summary, indent=2))
         return EXIT_OK
@@ -325,14 +361,17 @@ def _show(args) -> int:
         return EXIT_USAGE
     frames = args.frames or slice(0, show.DEFAULT_FRAMES[kind])
     limit = show.MAX_FRAMES[kind]
-    if os.path.isdir(args.source):
+    from .storage import is_remote
+
+    options = storage_options(args)
+    if is_remote(args.source) or os.path.isdir(args.source):
         if not args.key:
             from .store import open_store
 
-            keys = open_store(args.source).keys()
+            keys = open_store(args.source, storage_options=options).keys()
             some = ", ".join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
             raise StoreError(args.source, f"is a store: give the KEY of a video, e.g. {some or '(none complete)'}")
-        clip = show.from_store(args.source, args.key, frames, args.modalities, limit)
+        clip = show.from_store(args.source, args.key, frames, args.modalities, limit, storage_options=options)
     else:
         if args.key:
             print(f"mvtools show: error: KEY {args.key!r} is for a store; {args.source} is not a store folder",
@@ -349,6 +388,14 @@ def _show(args) -> int:
     return EXIT_OK
 
 
+def _migrate(args) -> int:
+    from .migrate import migrate
+
+    count = migrate(args.old, args.new, storage_options=storage_options(args), progress=not args.quiet)
+    print(f"migrated {count} videos: {args.old} -> {args.new} (schema 2)")
+    return EXIT_OK
+
+
 def _synth(args) -> int:
     from .synth import make_dataset
 
@@ -361,7 +408,8 @@ def _synth(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser, plugins = build_parser()
     args = parser.parse_args(argv)
-    handler = {"extract": _extract, "info": _info, "show": _show, "synth": _synth, **plugins}[args.command]
+    handler = {"extract": _extract, "info": _info, "show": _show, "migrate": _migrate, "synth": _synth,
+               **plugins}[args.command]
     try:
         return handler(args)
     except MvtoolsError as e:

@@ -1,12 +1,12 @@
-"""``mvtools.jpeg``: a zarr v3 array->bytes codec storing each frame of a (t, h, w, c) chunk as a JPEG.
+"""JPEG codecs for zarr v3 (array -> bytes), registered under the ``zarr.codecs`` entry point so that plain
+``zarr.open`` decodes them with mvtools installed but never imported.
 
-Installed mvtools registers it under the ``zarr.codecs`` entry point, so plain ``zarr.open`` decodes it
-without importing mvtools. The chunk format is simple enough to read by hand:
+``imagecodecs_jpeg`` (schema 2): one standard JPEG per chunk, the format and name of imagecodecs' zarr
+codec, so a store is also readable with ``pip install zarr imagecodecs-zarr`` and no mvtools.
 
-    uint32 n | n x uint32 byte lengths | n JPEG images (little-endian header)
-
-uint8 data is coded as is; int8 data (residuals) is offset by +128 first. Channels are RGB in the array;
-each image is a standard 3-channel (or 1-channel) JPEG.
+``mvtools.jpeg`` (schema 1 stores, read only by ``mvtools migrate``): each frame of a (t, h, w, c) chunk as
+a JPEG, behind a little-endian header: ``uint32 n | n x uint32 byte lengths | n JPEG images``; int8 data
+offset by +128 first.
 """
 
 from __future__ import annotations
@@ -99,3 +99,84 @@ def decode(data: bytes, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if np.dtype(dtype) == np.int8:
         return (out ^ np.uint8(0x80)).view(np.int8)
     return out
+
+
+IMAGE_JPEG = "imagecodecs_jpeg"
+
+
+@dataclass(frozen=True)
+class ImageJpegCodec(ArrayBytesCodec):
+    """``imagecodecs_jpeg``: one baseline JPEG image per chunk, the format of imagecodecs' zarr codec
+    (``pip install imagecodecs-zarr`` reads it too); here implemented with OpenCV.
+
+    A chunk is one image: (1, h, w, 3) or (h, w, 3) RGB, or one channel, uint8 only (int8 residuals pass
+    through zarr's ``numcodecs.fixedscaleoffset`` first). Configuration ``level`` = JPEG quality.
+    """
+
+    is_fixed_size = False
+    level: int = 90
+
+    def __post_init__(self):
+        if not 1 <= int(self.level) <= 100:
+            raise ValueError(f"JPEG level (quality) must be in 1..100, got {self.level}")
+
+    @classmethod
+    def from_dict(cls, data):
+        config = dict(data.get("configuration") or {})
+        unsupported = {k for k in config if k != "level"} & {"tables", "header", "lossless", "bitspersample",
+                                                               "colorspace_data", "colorspace_jpeg"}
+        if unsupported:
+            raise ValueError(f"{IMAGE_JPEG} with {sorted(unsupported)} needs imagecodecs' own codec "
+                             "(pip install imagecodecs-zarr); mvtools reads plain 8-bit JPEG chunks")
+        return cls(level=int(config.get("level", 90)))
+
+    def to_dict(self):
+        return {"name": IMAGE_JPEG, "configuration": {"level": int(self.level)}}
+
+    def validate(self, *, shape, dtype, chunk_grid):
+        native = dtype.to_native_dtype()
+        chunk = tuple(getattr(chunk_grid, "chunk_shape", shape))
+        ok = len(chunk) in (2, 3) or (len(chunk) == 4 and chunk[0] == 1)
+        if native != np.uint8 or not ok or (len(chunk) >= 3 and chunk[-1] not in (1, 3)):
+            raise ValueError(f"{IMAGE_JPEG} codes one uint8 image per chunk ((1, h, w, 1|3)), not chunks of "
+                             f"{chunk} {native}")
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec) -> Buffer:
+        image = chunk_array.as_numpy_array().reshape(_image_shape(chunk_spec.shape))
+        return chunk_spec.prototype.buffer.from_bytes(encode_image(image, self.level))
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec) -> NDBuffer:
+        image = decode_image(chunk_bytes.as_numpy_array(), _image_shape(chunk_spec.shape))
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(image.reshape(chunk_spec.shape))
+
+    async def _encode_single(self, chunk_array, chunk_spec):
+        return self._encode_sync(chunk_array, chunk_spec)
+
+    async def _decode_single(self, chunk_bytes, chunk_spec):
+        return self._decode_sync(chunk_bytes, chunk_spec)
+
+    def compute_encoded_size(self, input_byte_length, chunk_spec):
+        raise NotImplementedError(f"{IMAGE_JPEG} output size depends on the content")
+
+
+def _image_shape(chunk_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(1, h, w, c) -> (h, w, c); (h, w, 1) -> (h, w)."""
+    shape = tuple(chunk_shape[1:]) if len(chunk_shape) == 4 else tuple(chunk_shape)
+    return shape[:2] if len(shape) == 3 and shape[2] == 1 else shape
+
+
+def encode_image(image: np.ndarray, quality: int) -> bytes:
+    """(h, w, 3) RGB or (h, w) uint8 -> JPEG bytes."""
+    bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return data.tobytes()
+
+
+def decode_image(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """JPEG bytes -> (h, w, 3) RGB or (h, w) uint8 of ``shape``."""
+    if len(shape) == 2:
+        return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    image = cv2.imdecode(data, RGB_DECODE or cv2.IMREAD_COLOR)
+    return image if RGB_DECODE else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

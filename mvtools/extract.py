@@ -25,7 +25,7 @@ from .errors import StoreError, VideoError
 from .features import FRAME_TYPE_CODES, iter_features, stored_size
 from .flow import Estimator, check_raft_available, with_flow
 from .index import RowBuffer, VideoIndex
-from .store import Store, create_store, open_store
+from .store import Store, create_store, open_store, storage_errors
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts",
@@ -345,7 +345,7 @@ def _size_and_mtime(path: str) -> tuple[int, int]:
 
 
 def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "auto",
-            flow: Estimator | None = None) -> Outcome:
+            flow: Estimator | None = None, storage_options: Mapping[str, str] | None = None) -> Outcome:
     """Extract one job's video into the store; a bad video comes back as an ``Outcome`` with its
     reason, never as an exception. Runs in a Ray task or in the driver. flow: see ``extract_video``.
 
@@ -361,25 +361,30 @@ def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "
         if job.split is not None:
             attrs["split"] = job.split
         sha = sha256_of(job.path)
-        store = open_store(store_path, mode="r+")
-        if job.expect_sha256 == sha:
-            return Outcome(job.rel, job.key, skipped=True, row=store.update_video(job.key, attrs))
-        row = extract_video(job.path, store, job.key, config, attrs=attrs, sha256=sha, transcode=transcode,
-                            flow=flow)
+        with storage_errors(store_path):
+            store = open_store(store_path, mode="r+", storage_options=storage_options)
+            if job.expect_sha256 == sha:
+                return Outcome(job.rel, job.key, skipped=True, row=store.update_video(job.key, attrs))
+            row = extract_video(job.path, store, job.key, config, attrs=attrs, sha256=sha, transcode=transcode,
+                                flow=flow)
         return Outcome(job.rel, job.key, frames=row["num_frames"], seconds=time.perf_counter() - start,
                        transcoded=row["transcoded"], row=row)
     except (VideoError, OSError) as e:  # OSError: unreadable, vanished between discovery and extraction...
         reason = e.reason if isinstance(e, VideoError) else f"{e.strerror or e}"
         return Outcome(job.rel, job.key, error=reason, removed=store is not None and job.key in store.touched)
+    except StoreError as e:  # the store went away (network, credentials): this video is not written
+        return Outcome(job.rel, job.key, error=f"store {e.path}: {e.reason}",
+                       removed=store is not None and job.key in store.touched)
 
 
 def extract(
     src_dir: str | os.PathLike, store_path: str | os.PathLike, config: ExtractConfig | None = None,
     *, progress: bool = True, include: Iterable[str] = (), exclude: Iterable[str] = (),
     transcode: str = "auto", annotations: Mapping[str, tuple] | None = None, verify: bool = False,
+    storage_options: Mapping[str, str] | None = None,
 ) -> Report:
-    """Extract every video under src_dir into the store at store_path (created if absent), in this
-    process (``mvtools.pipeline.extract_parallel`` runs the same jobs on Ray).
+    """Extract every video under src_dir into the store at store_path (a folder or an object-store URL,
+    created if absent), in this process (``mvtools.pipeline.extract_parallel`` runs the same jobs on Ray).
 
     Videos already complete with an unchanged source are skipped (``plan``; ``verify`` re-hashes them all);
     failures are recorded in the store's ``failures`` attribute and in the returned report, and the job
@@ -389,14 +394,14 @@ def extract(
     if config.flow == "raft":
         check_raft_available()  # before anything is written or decoded
     store, work = open_run(src_dir, store_path, config, include=include, exclude=exclude,
-                           annotations=annotations, verify=verify)
+                           annotations=annotations, verify=verify, storage_options=storage_options)
     report = begin_run(store, work)
     flow = config.flow_estimator() if config.flow != "none" and work.jobs else None  # RAFT loads once
     start = time.perf_counter()
     with Progress(len(work.jobs) + len(work.unchanged), progress) as bar:
         bar.skip(len(work.unchanged))
         for job in work.jobs:
-            outcome = run_job(job, store.path, config, transcode, flow)
+            outcome = run_job(job, store.path, config, transcode, flow, store.storage_options)
             report.add(outcome)
             bar.done(outcome)
     report.seconds = time.perf_counter() - start
@@ -404,16 +409,18 @@ def extract(
     return report
 
 
-def open_run(src_dir, store_path, config: ExtractConfig, **selection) -> tuple[Store, Plan]:
+def open_run(src_dir, store_path, config: ExtractConfig, storage_options=None, **selection) -> tuple[Store, Plan]:
     """Open (or create) the store and plan the run; no video is changed yet."""
-    store = create_store(store_path, config.settings())
-    return store, plan(src_dir, store, config, **selection)
+    store = create_store(store_path, config.settings(), storage_options)
+    with storage_errors(store.path):
+        return store, plan(src_dir, store, config, **selection)
 
 
 def begin_run(store: Store, work: Plan) -> Report:
     """Mark the index stale (before any video changes) and remove the orphans."""
-    store.invalidate_index()
-    return Report(orphans=remove_orphans(store, work.orphans), skipped=list(work.unchanged))
+    with storage_errors(store.path):
+        store.invalidate_index()
+        return Report(orphans=remove_orphans(store, work.orphans), skipped=list(work.unchanged))
 
 
 def remove_orphans(store: Store, keys: Iterable[str]) -> list[str]:
@@ -460,7 +467,10 @@ def finish(store: Store, report: Report, work: Plan) -> None:
     label set, this run's failures and the index token in one write."""
     removed = [*report.removed, *report.orphans]
     index = work.index.merged(report.rows.index(), removed=removed)
-    store.write_index(index, labels=sorted(index.labels()), failures=dict(sorted(report.failed.items())))
+    with storage_errors(store.path):
+        for key in report.removed:  # a task that failed mid-write may not have managed to remove its group
+            store.remove_video(key)
+        store.write_index(index, labels=sorted(index.labels()), failures=dict(sorted(report.failed.items())))
 
 
 __all__ = ["DEFAULT_MODALITIES", "ExtractConfig", "Job", "MODALITIES", "Outcome", "Plan", "Report", "StoreError",

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from .errors import MvtoolsError
 from .extract import ExtractConfig, Outcome, Progress, Report, begin_run, finish, open_run, run_job
 from .flow import RaftFlow, check_raft_available
+from .store import storage_errors
 
 
 class ClusterError(MvtoolsError):
@@ -111,6 +112,7 @@ def extract_parallel(
     workers: int | None = None, address: str | None = None, include: Iterable[str] = (),
     exclude: Iterable[str] = (), transcode: str = "auto", annotations: Mapping[str, tuple] | None = None,
     max_retries: int = 2, progress: bool = True, verify: bool = False, window: int | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> Report:
     """Extract every selected video under src_dir into the store, one Ray task per video.
 
@@ -124,7 +126,7 @@ def extract_parallel(
     if config.flow == "raft" and not address:
         check_raft_available()  # the local Ray's GPUs are this machine's: fail before decoding anything
     store, work = open_run(src_dir, store_path, config, include=include, exclude=exclude,
-                           annotations=annotations, verify=verify)
+                           annotations=annotations, verify=verify, storage_options=storage_options)
     if not work.jobs:  # every video unchanged since the last run: nothing for Ray to do
         report = begin_run(store, work)
         finish(store, report, work)
@@ -137,13 +139,12 @@ def extract_parallel(
         report.startup_seconds = startup
         flows = raft_actors(config) if config.flow == "raft" else [None]
         task = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=True)(run_job)
-        store_abs = os.path.abspath(store.path)
         config_ref = ray.put(config)
         window = window or WINDOW_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
         t1 = time.perf_counter()
 
         def submit(i, job):
-            return task.remote(job, store_abs, config_ref, transcode, flows[i % len(flows)])
+            return task.remote(job, store.path, config_ref, transcode, flows[i % len(flows)], store.storage_options)
 
         with Progress(len(work.jobs) + len(work.unchanged), progress) as bar:
             bar.skip(len(work.unchanged))
@@ -151,7 +152,8 @@ def extract_parallel(
                 if isinstance(result, ray.exceptions.RayError):
                     reason = (f"task failed after {max_retries} retries "
                               f"({type(result).__name__}: {_first_line(result)})")
-                    store.remove_video(job.key)  # a killed worker can leave half a group
+                    with storage_errors(store.path):
+                        store.remove_video(job.key)  # a killed worker can leave half a group
                     result = Outcome(job.rel, job.key, error=reason, removed=True)
                 report.add(result)
                 bar.done(result)

@@ -294,12 +294,12 @@ def store_modalities(view) -> tuple[str, ...]:
 
 
 def from_store(path: str | os.PathLike, key: str, frames: slice, modalities: Sequence[str] | None,
-               limit: int) -> Clip:
+               limit: int, storage_options: dict | None = None) -> Clip:
     """Read video ``key``'s requested frames and modalities (default: every one it holds)."""
     from .store import open_store
 
     path = os.fspath(path)
-    store = open_store(path)
+    store = open_store(path, storage_options=storage_options)
     if key not in store:
         keys = store.keys()
         some = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")

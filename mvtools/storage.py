@@ -1,17 +1,65 @@
-"""Where a store lives, as a zarr ``Store``: a local folder now, through obstore's Rust I/O.
+"""Where a store lives, as a zarr ``Store``: a local folder, or any object-store URL (``s3://``, ``gs://``,
+``az://``, ``http(s)://``, ``memory://``; other fsspec protocols through zarr's fsspec store).
 
-zarr's own ``LocalStore`` hands every file operation to a Python thread; obstore's local store does the
-same writes (to a staging file, then renamed into place, so a reader never sees half a file) at about half
-the CPU cost per small file, which is what a video of a few frames is made of. The bytes on disk are the
-same plain zarr layout: ``zarr.open_group(path)`` reads them with zarr alone.
+Object stores go through obstore (Rust I/O). Its local store writes every file to a staging name and
+renames it into place (a reader never sees half a file) at about half the CPU per small file of zarr's
+own ``LocalStore``, so local *writes* use it; local *reads* use zarr's ``LocalStore``, which, unlike
+obstore's runtime, survives ``fork`` (PyTorch DataLoader workers). Either way the bytes are the same plain
+zarr layout that ``zarr.open_group`` reads alone.
+
+Credentials for object stores come from where their SDKs look: for S3 the ``AWS_*`` environment
+variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL``), web identity and instance metadata, and, with boto3 installed, its whole chain
+(``~/.aws/credentials``, ``~/.aws/config``, ``AWS_PROFILE``, SSO); for GCS ``GOOGLE_APPLICATION_CREDENTIALS``
+or the gcloud application-default file; for Azure the ``AZURE_*`` variables. ``storage_options`` (the
+CLI's ``--storage-option KEY=VALUE``) override them: obstore's config keys (``endpoint``, ``region``,
+``access_key_id``, ...) and client options (``allow_http``, ``timeout``, ``connect_timeout``, ...).
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable, Mapping
 
 import zarr
 from zarr.storage import ObjectStore, WrapperStore
+
+from .errors import StoreError
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_OBSTORE_SCHEMES = {"s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss", "http", "https", "memory"}
+#: obstore's HTTP client options (everything else in storage_options is store configuration).
+CLIENT_OPTIONS = {
+    "allow_http", "allow_invalid_certificates", "connect_timeout", "default_content_type", "http1_only",
+    "http2_only", "pool_idle_timeout", "pool_max_idle_per_host", "proxy_url", "timeout", "user_agent",
+}
+
+
+def scheme(location: str | os.PathLike) -> str | None:
+    """The URL scheme of ``location`` (``s3``, ``gs``...), or None for a local path (or ``file://``)."""
+    match = _SCHEME.match(os.fspath(location))
+    return None if match is None or match.group(1).lower() == "file" else match.group(1).lower()
+
+
+def is_remote(location: str | os.PathLike) -> bool:
+    return scheme(location) is not None
+
+
+def local_path(location: str | os.PathLike) -> str:
+    location = os.fspath(location)
+    return os.path.abspath(location[len("file://"):] if location.startswith("file://") else location)
+
+
+def parse_storage_options(pairs: Iterable[str]) -> dict[str, str]:
+    """``["endpoint=http://...", "region=us-east-1"]`` -> dict; ``ValueError`` for an item without ``=``."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--storage-option {pair!r}: expected KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
 
 
 class SizeRecordingStore(WrapperStore):
@@ -44,12 +92,93 @@ class SizeRecordingStore(WrapperStore):
             del self.sizes[key]
 
 
-def zarr_store(location: str | os.PathLike, *, read_only: bool = True) -> zarr.abc.store.Store:
-    """A zarr store over the folder ``location`` (created when writing; then sizes are recorded)."""
-    from obstore.store import LocalStore
+def zarr_store(location: str | os.PathLike, *, read_only: bool = True,
+               storage_options: Mapping[str, str] | None = None) -> zarr.abc.store.Store:
+    """A zarr store at ``location`` (a local folder, created when writing, or a URL). Writable stores
+    record the sizes of what they write (``SizeRecordingStore``)."""
+    kind = scheme(location)
+    if kind is None:
+        path = local_path(location)
+        if read_only:
+            return zarr.storage.LocalStore(path, read_only=True)
+        from obstore.store import LocalStore
 
-    path = os.path.abspath(os.fspath(location))
-    if read_only:
-        return ObjectStore(LocalStore(path), read_only=True)
-    os.makedirs(path, exist_ok=True)
-    return SizeRecordingStore(ObjectStore(LocalStore(path, automatic_cleanup=True), read_only=False))
+        os.makedirs(path, exist_ok=True)
+        store = ObjectStore(LocalStore(path, automatic_cleanup=True), read_only=False)  # no empty folders left
+    elif kind in _OBSTORE_SCHEMES:
+        store = ObjectStore(_object_store(os.fspath(location), dict(storage_options or {})), read_only=read_only)
+    else:
+        store = zarr.storage.FsspecStore.from_url(os.fspath(location), storage_options=dict(storage_options or {}),
+                                                  read_only=read_only)
+    return store if read_only else SizeRecordingStore(store)
+
+
+def _object_store(url: str, options: dict[str, str]):
+    from obstore.store import from_url
+
+    client = {k: _value(v) for k, v in options.items() if k in CLIENT_OPTIONS}
+    config = {k: v for k, v in options.items() if k not in CLIENT_OPTIONS}
+    endpoint = config.get("endpoint") or config.get("aws_endpoint") or os.environ.get("AWS_ENDPOINT_URL", "")
+    if endpoint.startswith("http://"):
+        client.setdefault("allow_http", True)  # an S3-compatible server on a private network, e.g. MinIO
+    client.setdefault("connect_timeout", "10s")
+    kwargs = {"config": config or None, "client_options": client,
+              "retry_config": {"max_retries": 3, "retry_timeout": _seconds(60)}}
+    if scheme(url) in ("s3", "s3a") and not _aws_keys_given(config):
+        provider = _boto3_credentials()
+        if provider is not None:
+            kwargs["credential_provider"] = provider
+    try:
+        return from_url(url, **kwargs)
+    except Exception as e:  # obstore reports a bad URL or an unknown option as a configuration error
+        raise StoreError(url, f"cannot use this location ({_first_line(e)})") from None
+
+
+def _aws_keys_given(config: Mapping) -> bool:
+    keys = {k.lower().removeprefix("aws_") for k in config}
+    return "access_key_id" in keys or "skip_signature" in keys or bool(os.environ.get("AWS_ACCESS_KEY_ID"))
+
+
+def _boto3_credentials():
+    """boto3's credential chain (config files, profiles, SSO), when boto3 is installed and finds any."""
+    try:
+        import boto3  # noqa: F401
+        from obstore.auth.boto3 import Boto3CredentialProvider
+    except ImportError:
+        return None
+    try:
+        return Boto3CredentialProvider()
+    except Exception:  # no credentials anywhere: obstore's own chain (instance metadata...) decides
+        return None
+
+
+def _value(text: str):
+    return {"true": True, "false": False}.get(text.lower(), text) if isinstance(text, str) else text
+
+
+def _seconds(n: int):
+    from datetime import timedelta
+
+    return timedelta(seconds=n)
+
+
+def describe(error: BaseException) -> str:
+    """One line saying why an object-store call failed, for a user to act on."""
+    name = type(error).__name__
+    text = str(error)
+    if name == "UnauthenticatedError" or any(code in text for code in (
+            "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "401 Unauthorized")):
+        return "the credentials were refused (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile)"
+    if name == "PermissionDeniedError" or "403" in text:
+        return ("access denied (403): wrong credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile), "
+                "or a bucket that does not exist or that these credentials may not use")
+    if name == "NotFoundError" or "NoSuchBucket" in text:
+        return "not found: no such bucket or container"
+    if "error sending request" in text or "connect" in text.lower() or "dns" in text.lower():
+        return "cannot reach the endpoint (is the URL or --storage-option endpoint=... right, is it up?)"
+    return _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:300]

@@ -30,42 +30,61 @@ final metadata write), so a reader never sees half a video. Writers mark the ind
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import functools
 import json
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
+from obstore.exceptions import BaseError as ObstoreError
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.group import GroupMetadata
 from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync import sync
+from zarr.errors import ZarrUserWarning
 from zarr.storage import ObjectStore
 
 from . import index as index_mod
+from .codecs import IMAGE_JPEG
 from .errors import StoreError
 from .features import FRAME_TYPE_CODES
 from .index import BYTES_PREFIX, VideoIndex, row_from_attrs
 from .motion import frame_difference
-from .storage import SizeRecordingStore, zarr_store
+from .storage import SizeRecordingStore, describe, is_remote, local_path, zarr_store
 
-SCHEMA = 1
+SCHEMA = 2
+# Residuals pass through zarr's own numcodecs.fixedscaleoffset (int8 -> uint8 for JPEG); zarr notes on every
+# array it opens that numcodecs codecs are outside the v3 core spec. mvtools chose it knowingly.
+warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification",
+                        category=ZarrUserWarning)
 MV_STEP = 8  # vectors are stored rounded to 1/MV_STEP px: exact in float16 up to 256 px
 
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """How one per-video array is laid out: trailing shape as a multiple of (h, w), dtype, codecs."""
+    """How one per-video array is laid out: trailing shape as a multiple of (h, w), dtype, codecs, and the
+    names of its dimensions (what xarray and other readers label the axes with)."""
 
     dtype: str
     cell: int  # 1: (h, w) pixels; 4: (h/4, w/4) cells; 0: no spatial axes
     channels: int | None
     jpeg_quality: int | None = None  # None: lossless zstd
     step: int = 0  # float16 values rounded to 1/step px (compresses the mantissa); 0: kept as computed
+    channel_dim: str = ""  # name of the last axis (spatial arrays)
+    time_dim: str = "time"
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        if self.cell == 0:
+            return (self.time_dim,)
+        y, x = ("y", "x") if self.cell == 1 else ("cell_y", "cell_x")
+        return (self.time_dim, y, x, self.channel_dim)
 
 
 def array_specs(settings: Mapping) -> dict[str, ArraySpec]:
@@ -77,20 +96,20 @@ def array_specs(settings: Mapping) -> dict[str, ArraySpec]:
     mods = set(settings["modalities"])
     specs = {"frame_type": ArraySpec("uint8", 0, None), "pts": ArraySpec("float64", 0, None)}
     if "frames" in mods:
-        specs["frames"] = ArraySpec("uint8", 1, 3, fq)
+        specs["frames"] = ArraySpec("uint8", 1, 3, fq, channel_dim="rgb")
     if "mv" in mods:
-        specs["mv"] = ArraySpec("float16", 4, 4, step=MV_STEP)
-        specs["mv_mask"] = ArraySpec("bool", 4, 2)
+        specs["mv"] = ArraySpec("float16", 4, 4, step=MV_STEP, channel_dim="mv_channel")
+        specs["mv_mask"] = ArraySpec("bool", 4, 2, channel_dim="mv_direction")
     if "residual" in mods:
-        specs["residual"] = ArraySpec(res_dtype, 1, 3, rq)
+        specs["residual"] = ArraySpec(res_dtype, 1, 3, rq, channel_dim="rgb")
     if "accumulated" in mods:
-        specs["mv_acc"] = ArraySpec("float16", 4, 2, step=MV_STEP)
-        specs["residual_acc"] = ArraySpec(res_dtype, 1, 3, rq)
+        specs["mv_acc"] = ArraySpec("float16", 4, 2, step=MV_STEP, channel_dim="xy")
+        specs["residual_acc"] = ArraySpec(res_dtype, 1, 3, rq, channel_dim="rgb")
     if "keyframes" in mods:
-        specs["keyframes"] = ArraySpec("uint8", 1, 3, fq)
-        specs["keyframe_index"] = ArraySpec("int32", 0, None)
+        specs["keyframes"] = ArraySpec("uint8", 1, 3, fq, channel_dim="rgb", time_dim="keyframe")
+        specs["keyframe_index"] = ArraySpec("int32", 0, None, time_dim="keyframe")
     if flow_method(settings) != "none":
-        specs["flow"] = ArraySpec("float16", 1, 2)
+        specs["flow"] = ArraySpec("float16", 1, 2, channel_dim="xy")
     return specs
 
 
@@ -111,37 +130,50 @@ KEYFRAMES_PER_SHARD = 64
 def array_metadata(name: str, spec: ArraySpec, length: int, tail: tuple[int, ...], chunk: int,
                    shard: int) -> tuple[ArrayV3Metadata, bytes]:
     """The zarr v3 metadata of one per-video array, and its zarr.json (as ``zarr.create_array`` would write
-    them, tested): ``chunk`` frames per chunk inside shards of ``shard`` frames (keyframes: one per chunk,
-    ``KEYFRAMES_PER_SHARD`` per shard), JPEG or zstd inside, fill value 0.
+    them, tested). ``length`` frames (keyframes for keyframe arrays), ``tail`` the other axes.
+
+    JPEG arrays (frames, residuals, keyframes): one frame per chunk (a clip decodes exactly its frames), in
+    shards of ``shard`` frames, or of the whole array when it is shorter (a short video is written as whole
+    shards, with nothing read first). Other arrays: ``chunk`` frames per chunk, zstd, shards of ``shard``.
 
     zarr validates a metadata document in ~0.5 ms; a store of one frame size needs that once per array
-    name, so the validated template is reused and only its length changes (a plain tuple, not validated)."""
-    template, document = _array_template(name, spec, tail, chunk, shard)
+    shape, so the validated template is reused and only its length changes (a plain tuple, not validated)."""
+    per_frame = name not in VideoWriter.KEYFRAMES
+    if spec.jpeg_quality:
+        inner, shard = 1, max(1, min(shard if per_frame else KEYFRAMES_PER_SHARD, length))
+    else:
+        inner, shard = (chunk, shard) if per_frame else (1, KEYFRAMES_PER_SHARD)
+    template, document = _array_template(spec, tail, inner, shard)
     meta = copy.copy(template)
     object.__setattr__(meta, "shape", (length, *tail))
     return meta, json.dumps({**document, "shape": [length, *tail]}, allow_nan=True).encode()
 
 
-@functools.lru_cache(maxsize=512)
-def _array_template(name: str, spec: ArraySpec, tail: tuple[int, ...], chunk: int,
-                    shard: int) -> tuple[ArrayV3Metadata, dict]:
-    per_frame = name not in VideoWriter.KEYFRAMES
-    inner = [{"name": "mvtools.jpeg", "configuration": {"quality": spec.jpeg_quality}}] if spec.jpeg_quality else [
-        {"name": "bytes", "configuration": {"endian": "little"}},
-        {"name": "zstd", "configuration": {"level": 3, "checksum": False}}]
-    meta = ArrayV3Metadata.from_dict({
-        "zarr_format": 3, "node_type": "array", "shape": [0, *tail], "data_type": spec.dtype,
-        "chunk_grid": {"name": "regular", "configuration": {
-            "chunk_shape": [shard if per_frame else KEYFRAMES_PER_SHARD, *tail]}},
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-        "fill_value": False if spec.dtype == "bool" else 0,
-        "codecs": [{"name": "sharding_indexed", "configuration": {
-            "chunk_shape": [chunk if per_frame else 1, *tail], "codecs": inner,
-            "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
-            "index_location": "end"}}],
-        "attributes": {}, "storage_transformers": [],
-    })
-    return meta, meta.to_dict()
+@functools.lru_cache(maxsize=1024)
+def _array_template(spec: ArraySpec, tail: tuple[int, ...], chunk: int, shard: int) -> tuple[ArrayV3Metadata, dict]:
+    if spec.jpeg_quality and spec.dtype == "int8":  # standard codecs only: int8 -> uint8 + 128, then JPEG
+        inner = [{"name": "numcodecs.fixedscaleoffset",
+                  "configuration": {"offset": -128, "scale": 1, "dtype": "|i1", "astype": "|u1"}},
+                 {"name": IMAGE_JPEG, "configuration": {"level": spec.jpeg_quality}}]
+    elif spec.jpeg_quality:
+        inner = [{"name": IMAGE_JPEG, "configuration": {"level": spec.jpeg_quality}}]
+    else:
+        inner = [{"name": "bytes", "configuration": {"endian": "little"}},
+                 {"name": "zstd", "configuration": {"level": 3, "checksum": False}}]
+    with warnings.catch_warnings():  # zarr notes that numcodecs codecs are outside the v3 core spec
+        warnings.simplefilter("ignore", ZarrUserWarning)
+        meta = ArrayV3Metadata.from_dict({
+            "zarr_format": 3, "node_type": "array", "shape": [0, *tail], "data_type": spec.dtype,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [shard, *tail]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "fill_value": False if spec.dtype == "bool" else 0,
+            "codecs": [{"name": "sharding_indexed", "configuration": {
+                "chunk_shape": [chunk, *tail], "codecs": inner,
+                "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
+                "index_location": "end"}}],
+            "attributes": {}, "storage_transformers": [], "dimension_names": list(spec.dims),
+        })
+    return meta, json.loads(json.dumps(meta.to_dict()))
 
 
 def to_stored(name: str, values: np.ndarray, spec: ArraySpec) -> np.ndarray:
@@ -341,12 +373,16 @@ class Store:
     fresh, and otherwise scans every video group (one read each).
     """
 
-    def __init__(self, root: zarr.Group, path: str):
+    def __init__(self, root: zarr.Group, path: str, storage_options: Mapping[str, str] | None = None):
         self.root = root
-        self.path = path
+        self.path = path  # the location: a folder or a URL
+        self.storage_options = dict(storage_options or {})
         schema = root.attrs.get("mvtools_schema")
         if schema is None:
             raise StoreError(path, "not an mvtools store (no mvtools_schema attribute)")
+        if schema == 1:
+            raise StoreError(path, "a schema-1 store (mvtools 0.1): re-extract it, or run `mvtools migrate "
+                                   f"{path} NEW_STORE` to convert it to schema {SCHEMA}")
         if schema != SCHEMA:
             raise StoreError(path, f"store schema {schema}, this mvtools reads schema {SCHEMA}: re-extract")
         self._videos_group: zarr.Group | None = None
@@ -503,51 +539,75 @@ class VideoView:
         return frame_difference(frames[1:], previous=frames[0])
 
 
-def create_store(path: str | os.PathLike, settings: Mapping) -> Store:
-    """Create a store, or open an existing one whose settings match (else ``StoreError``)."""
-    path = os.fspath(path)
-    if os.path.exists(os.path.join(path, "zarr.json")):
-        store = open_store(path, mode="r+")
-        if store.settings != dict(settings):
-            raise StoreError(path, f"exists with other settings {store.settings}; use another -o path")
-        return store
-    if os.path.exists(path) and any(os.scandir(path)):
-        raise StoreError(path, "exists and is not an mvtools store; refusing to write into it")
-    from . import __version__
+def create_store(location: str | os.PathLike, settings: Mapping,
+                 storage_options: Mapping[str, str] | None = None) -> Store:
+    """Create a store (a local folder or an object-store URL, see ``mvtools.storage``), or open an existing
+    one whose settings match (else ``StoreError``). An unreachable or forbidden location is a
+    ``StoreError`` with the reason, before anything is written."""
+    location = _location(location)
+    with storage_errors(location):
+        store = zarr_store(location, read_only=False, storage_options=storage_options)
+        if sync(store.exists("zarr.json")):
+            opened = open_store(location, mode="r+", storage_options=storage_options)
+            if opened.settings != dict(settings):
+                raise StoreError(location, f"exists with other settings {opened.settings}; use another -o path")
+            return opened
+        if not sync(store.is_empty("")):
+            raise StoreError(location, "exists and is not an mvtools store; refusing to write into it")
+        from . import __version__
 
-    with writing():
-        root = zarr.open_group(zarr_store(path, read_only=False), mode="w", attributes={
-            "mvtools_schema": SCHEMA, "mvtools_version": __version__, "settings": dict(settings),
-            "frame_type_codes": FRAME_TYPE_CODES,
-        })
-        root.create_group("videos")
-    return Store(root, path)
+        with writing():
+            root = zarr.open_group(store, mode="w", zarr_format=3, attributes={
+                "mvtools_schema": SCHEMA, "mvtools_version": __version__, "settings": dict(settings),
+                "frame_type_codes": FRAME_TYPE_CODES,
+            })
+            root.create_group("videos")
+    return Store(root, location, storage_options)
 
 
-def open_store(path: str | os.PathLike, mode: str = "r") -> Store:
-    """Open an existing store. ``mode`` "r" (default) or "r+"."""
-    path = os.fspath(path)
-    if not os.path.exists(os.path.join(path, "zarr.json")):
-        raise StoreError(path, "no store here (missing zarr.json)")
+def open_store(location: str | os.PathLike, mode: str = "r", storage_options: Mapping[str, str] | None = None) -> Store:
+    """Open an existing store (a local folder or an object-store URL). ``mode`` "r" (default) or "r+"."""
+    location = _location(location)
+    with storage_errors(location):
+        store = zarr_store(location, read_only=mode == "r", storage_options=storage_options)
+        if not sync(store.exists("zarr.json")):
+            raise StoreError(location, "no store here (missing zarr.json)")
+        try:
+            root = zarr.open_group(store, mode="r" if mode == "r" else "r+", zarr_format=3)
+        except (ValueError, KeyError, TypeError) as e:  # zarr's errors for unreadable metadata
+            raise StoreError(location, f"cannot open as zarr ({e})") from None
+    return Store(root, location, storage_options)
+
+
+def _location(location: str | os.PathLike) -> str:
+    location = os.fspath(location)
+    return location if is_remote(location) else os.path.abspath(local_path(location))
+
+
+@contextlib.contextmanager
+def storage_errors(location: str):
+    """Turn an object store's errors (unreachable endpoint, missing bucket, refused credentials) into a
+    ``StoreError`` naming the location and the cause in one line."""
     try:
-        root = zarr.open_group(zarr_store(path, read_only=mode == "r"), mode="r" if mode == "r" else "r+",
-                               zarr_format=3)
-    except Exception as e:  # zarr raises several types for unreadable metadata
-        raise StoreError(path, f"cannot open as zarr ({e})") from None
-    return Store(root, path)
+        yield
+    except StoreError:
+        raise
+    except (OSError, ObstoreError) as e:
+        raise StoreError(location, describe(e)) from None
 
 
 def disk_bytes(path: str | os.PathLike) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def info(path: str | os.PathLike, rebuild_index: bool = False) -> dict:
+def info(path: str | os.PathLike, rebuild_index: bool = False,
+         storage_options: Mapping[str, str] | None = None) -> dict:
     """Summary of a store from its index (no array or video group is read when the index is fresh):
     videos, frames, bytes per array (as recorded at commit), files, labels, settings.
 
     A stale index is rebuilt in memory by scanning the video groups (``index: "scanned"``); with
     ``rebuild_index`` it is also written back (``index: "rebuilt"``)."""
-    store = open_store(path, mode="r+" if rebuild_index else "r")
+    store = open_store(path, mode="r+" if rebuild_index else "r", storage_options=storage_options)
     index = None if rebuild_index else store.index()
     state, incomplete = "fresh", []
     if index is None:

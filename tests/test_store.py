@@ -32,7 +32,10 @@ def test_layout_attrs_and_arrays(synth_store):
     assert sorted(view.arrays()) == sorted(expected)
     for name, (shape, dtype) in expected.items():
         assert view[name].shape == shape and view[name].dtype == dtype, name
-    assert view.frames.chunks[0] == 16 and view.mv.chunks[0] == 16
+    assert view.frames.chunks == (1, h, w, 3) and view.frames.shards == (T, h, w, 3)  # one frame a chunk
+    assert view.mv.chunks[0] == 16 and view.mv.shards[0] == 128
+    assert view.frames.metadata.dimension_names == ("time", "y", "x", "rgb")
+    assert view.mv.metadata.dimension_names == ("time", "cell_y", "cell_x", "mv_channel")
     types = view.frame_type[:]
     np.testing.assert_array_equal(view.keyframe_index[:], np.flatnonzero(types == FRAME_TYPE_CODES["I"]))
     assert set(types) == {0, 1, 2}
@@ -242,18 +245,23 @@ def test_writer_handles_a_container_frame_count_that_is_wrong(tmp_path, expected
 def test_array_metadata_is_what_zarr_itself_writes():
     """The writer builds each array's zarr.json from the specs; zarr.create_array is the independent check."""
     from zarr.codecs import ZstdCodec
+    from zarr.codecs.numcodecs import FixedScaleOffset
 
-    from mvtools.codecs import JpegCodec
+    from mvtools.codecs import ImageJpegCodec
     from mvtools.store import _tail, array_metadata, array_specs
 
     for name, spec in array_specs(ExtractConfig(modalities=("frames", "mv", "residual", "keyframes",
                                                             "accumulated"), flow="dis").settings()).items():
         tail, per_frame = _tail(spec, 48, 64), name not in ("keyframes", "keyframe_index")
-        kw = ({"serializer": JpegCodec(quality=spec.jpeg_quality), "compressors": None} if spec.jpeg_quality else
-              {"compressors": ZstdCodec(level=3)})
+        if spec.jpeg_quality:
+            kw = {"serializer": ImageJpegCodec(level=spec.jpeg_quality), "compressors": None,
+                  "filters": [FixedScaleOffset(offset=-128, scale=1, dtype="|i1", astype="|u1")]
+                  if spec.dtype == "int8" else None, "chunks": (1, *tail), "shards": (9, *tail)}
+        else:
+            kw = {"compressors": ZstdCodec(level=3), "chunks": (16 if per_frame else 1, *tail),
+                  "shards": (128 if per_frame else 64, *tail)}
         reference = zarr.create_array(zarr.storage.MemoryStore(), shape=(9, *tail), dtype=spec.dtype, fill_value=0,
-                                      chunks=(16 if per_frame else 1, *tail), shards=(128 if per_frame else 64, *tail),
-                                      **kw).metadata
+                                      dimension_names=spec.dims, **kw).metadata
         meta, document = array_metadata(name, spec, 9, tail, 16, 128)
         as_json = [json.loads(json.dumps(m.to_dict())) for m in (meta, reference)]
         assert as_json[0] == as_json[1] == json.loads(document), name

