@@ -155,6 +155,13 @@ class ImageJpegCodec(ArrayBytesCodec):
     async def _decode_single(self, chunk_bytes, chunk_spec):
         return self._decode_sync(chunk_bytes, chunk_spec)
 
+    # A shard holds one chunk per frame: a plain loop over the batch, not one asyncio task per image.
+    async def encode(self, chunks_and_specs):
+        return [None if c is None else self._encode_sync(c, s) for c, s in chunks_and_specs]
+
+    async def decode(self, chunks_and_specs):
+        return [None if c is None else self._decode_sync(c, s) for c, s in chunks_and_specs]
+
     def compute_encoded_size(self, input_byte_length, chunk_spec):
         raise NotImplementedError(f"{IMAGE_JPEG} output size depends on the content")
 
