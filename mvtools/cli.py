@@ -115,6 +115,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     ex.add_argument("--raft-weights", metavar="NAME|PATH",
                     help="torchvision weights name (DEFAULT, C_T_V2, ...; default DEFAULT) or a local checkpoint "
                          "(a state dict); on a cluster, a path every node sees")
+    ex.add_argument("--reencode", choices=("none", "h264", "mpeg4"),
+                    help="re-encode every video first (default none), as MCD and CoViAR preprocessed: with --gop 12 "
+                         "--bframes 0 every clip has a nearby I-frame and every P-frame's vectors point to the "
+                         "previous frame; recorded in the store's settings")
+    ex.add_argument("--gop", type=int, help="with --reencode: an I-frame every N frames (default: the encoder's)")
+    ex.add_argument("--bframes", type=int,
+                    help="with --reencode: at most N consecutive B-frames (0: none; default: the encoder's)")
     ex.add_argument("--workers", type=int, default=None,
                     help="CPUs of the local Ray (default: all cores); 0 runs in this process without Ray")
     ex.add_argument("--address", metavar="ADDR",
@@ -217,7 +224,7 @@ def _extract(args) -> int:
         "size": args.size, "modalities": args.modalities, "labels": args.labels,
         "frame_quality": args.frame_quality, "residual_quality": args.residual_quality, "lossless": args.lossless,
         "flow": args.flow, "flow_preset": args.flow_preset, "raft_model": args.raft_model,
-        "raft_weights": args.raft_weights,
+        "raft_weights": args.raft_weights, "reencode": args.reencode, "gop": args.gop, "bframes": args.bframes,
     }
     try:
         if args.config:

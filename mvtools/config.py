@@ -13,6 +13,7 @@ DEFAULT_MODALITIES = ("frames", "mv", "residual", "keyframes")
 FLOW_METHODS = ("none", "dis", "farneback", "raft")
 DIS_PRESET_NAMES = ("ultrafast", "fast", "medium")
 RAFT_MODELS = ("raft_small", "raft_large")
+REENCODE = ("none", "h264", "mpeg4")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class ExtractConfig:
     flow_preset: str = "medium"  # DIS preset: ultrafast, fast, medium
     raft_model: str = "raft_small"  # raft_small or raft_large
     raft_weights: str | None = None  # torchvision weights name (default "DEFAULT") or a checkpoint path
+    reencode: str = "none"  # none, h264 or mpeg4: every video re-encoded first (the papers' preprocessing)
+    gop: int = 0  # with reencode: an I-frame every gop frames (0: the encoder's default)
+    bframes: int = -1  # with reencode: at most this many consecutive B-frames (-1: the encoder's default)
 
     def __post_init__(self):
         unknown = set(self.modalities) - set(MODALITIES)
@@ -46,6 +50,12 @@ class ExtractConfig:
             raise ValueError(f"--flow must be one of {', '.join(FLOW_METHODS)}, got {self.flow!r}")
         if self.flow_preset not in DIS_PRESET_NAMES:
             raise ValueError(f"--flow-preset must be one of {', '.join(DIS_PRESET_NAMES)}, got {self.flow_preset!r}")
+        if self.reencode not in REENCODE:
+            raise ValueError(f"--reencode must be one of {', '.join(REENCODE)}, got {self.reencode!r}")
+        if self.gop < 0 or self.bframes < -1:
+            raise ValueError("--gop must be >= 0 and --bframes >= -1")
+        if self.reencode == "none" and (self.gop or self.bframes != -1):
+            raise ValueError("--gop and --bframes apply to --reencode h264|mpeg4")
         if self.raft_model not in RAFT_MODELS:
             raise ValueError(f"--raft-model must be one of {', '.join(RAFT_MODELS)}, got {self.raft_model!r}")
 
@@ -63,10 +73,10 @@ class ExtractConfig:
         return cls(**merged)
 
     def settings(self) -> dict:
-        """What the store records (and a rerun must match). Flow keys appear only with a flow method, and
-        only those that change its result, so stores written before flow existed still match."""
+        """What the store records (and a rerun must match). Flow and re-encoding keys appear only when used,
+        and only those that change the result, so stores written without them still match."""
         s = asdict(self)
-        for name in ("labels", "flow", "flow_preset", "raft_model", "raft_weights"):
+        for name in ("labels", "flow", "flow_preset", "raft_model", "raft_weights", "reencode", "gop", "bframes"):
             s.pop(name)
         s["modalities"] = sorted(self.modalities)
         if self.flow != "none":
@@ -75,6 +85,8 @@ class ExtractConfig:
             s["flow_preset"] = self.flow_preset
         if self.flow == "raft":
             s["raft_model"], s["raft_weights"] = self.raft_model, self.raft_weights or "DEFAULT"
+        if self.reencode != "none":
+            s["reencode"] = {"codec": self.reencode, "gop": self.gop, "bframes": self.bframes}
         return s
 
     def flow_estimator(self, device: str = "cuda"):

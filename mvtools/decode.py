@@ -16,6 +16,7 @@ from fractions import Fraction
 import av
 import cv2
 import numpy as np
+from av.video.frame import PictureType
 from av.video.reformatter import VideoReformatter
 
 from .errors import VideoError
@@ -204,10 +205,21 @@ def iter_motion(
         container.close()
 
 
-def transcode_h264(src: str | os.PathLike, dst: str | os.PathLike, *, crf: int = 18) -> None:
-    """Re-encode src's first video stream to H.264 (libx264, one thread) at dst, keeping its timestamps:
-    for codecs whose motion vectors FFmpeg cannot export (HEVC, VP9, AV1...). Odd sizes lose a pixel."""
+#: Encoders ``transcode`` offers: (PyAV codec name, container suffix).
+ENCODERS = {"h264": ("libx264", ".mp4"), "mpeg4": ("mpeg4", ".avi")}
+
+
+def transcode(src: str | os.PathLike, dst: str | os.PathLike, *, codec: str = "h264", gop: int = 0,
+              bframes: int = -1, crf: int = 18) -> None:
+    """Re-encode src's first video stream at dst (one thread), keeping its timestamps.
+
+    codec: "h264" (libx264, crf ``crf``) or "mpeg4" (MPEG-4 Part 2, qscale 3). gop > 0: an I-frame exactly
+    every ``gop`` frames (no scene-cut I-frames); bframes >= 0: at most that many consecutive B-frames (0: every
+    P-frame's vectors point to the previous frame, as the compressed-video papers preprocessed); -1 and 0 leave
+    the encoder's defaults. Used for codecs whose vectors FFmpeg cannot export (HEVC, VP9, AV1...) and for
+    ``--reencode``. Odd sizes lose a pixel."""
     src = os.fspath(src)
+    encoder, _ = ENCODERS[codec]
     with _open(src) as inp:
         stream = inp.streams.video[0]
         stream.thread_type = "AUTO"
@@ -215,17 +227,33 @@ def transcode_h264(src: str | os.PathLike, dst: str | os.PathLike, *, crf: int =
         width, height = ctx.width - ctx.width % 2, ctx.height - ctx.height % 2
         try:
             with av.open(os.fspath(dst), "w") as out:
-                enc = out.add_stream("libx264", rate=stream.average_rate or stream.guessed_rate or 25)
+                enc = out.add_stream(encoder, rate=stream.average_rate or stream.guessed_rate or 25)
                 enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
                 enc.codec_context.time_base = stream.time_base
-                enc.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+                if codec == "h264":
+                    params = ["scenecut=0"] if gop > 0 else []
+                    enc.options = {"crf": str(crf), "preset": "veryfast", "threads": "1",
+                                   **({"x264-params": ":".join(params)} if params else {})}
+                else:
+                    enc.options = {"qscale": "3", "threads": "1", **({"sc_threshold": "1000000000"} if gop > 0 else {})}
+                    enc.codec_context.qscale = 3
+                if gop > 0:
+                    enc.codec_context.gop_size = gop
+                if bframes >= 0:
+                    enc.codec_context.max_b_frames = bframes
                 for frame in inp.decode(stream):
                     out_frame = frame.reformat(width=width, height=height, format="yuv420p")
                     out_frame.pts, out_frame.time_base = frame.pts, stream.time_base
+                    out_frame.pict_type = PictureType.NONE  # else the encoder copies the source's frame types
                     out.mux(enc.encode(out_frame))
                 out.mux(enc.encode())
         except av.FFmpegError as e:
-            raise VideoError(src, f"transcoding to H.264 failed ({_reason(e)})") from None
+            raise VideoError(src, f"transcoding to {codec} failed ({_reason(e)})") from None
+
+
+def transcode_h264(src: str | os.PathLike, dst: str | os.PathLike, *, crf: int = 18) -> None:
+    """Re-encode to H.264 with the encoder's defaults (``transcode``)."""
+    transcode(src, dst, codec="h264", crf=crf)
 
 
 def iter_keyframes(path: str | os.PathLike, *, frame_size: tuple[int, int] | None = None):

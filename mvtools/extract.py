@@ -20,7 +20,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .config import DEFAULT_MODALITIES, MODALITIES, ExtractConfig, read_yaml  # noqa: F401 (re-exported)
-from .decode import check_file, iter_keyframes, iter_motion, probe, transcode_h264
+from .decode import ENCODERS, check_file, iter_keyframes, iter_motion, probe
+from .decode import transcode as transcode_video
 from .errors import StoreError, VideoError
 from .features import FRAME_TYPE_CODES, iter_features, stored_size
 from .flow import Estimator, check_raft_available, with_flow
@@ -179,16 +180,17 @@ def extract_video(
     attrs = {"source_bytes": stat.st_size, "source_mtime_ns": stat.st_mtime_ns, **(attrs or {})}
     sha = sha256 or sha256_of(path)
     info = probe(path, rotation=False)
-    if not info.exports_motion_vectors:
-        if transcode != "auto":
+    if config.reencode != "none" or not info.exports_motion_vectors:
+        if config.reencode == "none" and transcode != "auto":
             raise VideoError(path, f"codec {info.codec} carries no motion vectors FFmpeg can export "
                                    "(--transcode auto re-encodes it to H.264)")
+        codec = config.reencode if config.reencode != "none" else "h264"
         with tempfile.TemporaryDirectory(prefix="mvtools-") as tmp:
-            h264 = os.path.join(tmp, "transcoded.mp4")
-            transcode_h264(path, h264)
-            rotation = probe(path).rotation  # the original's: the H.264 copy carries no display matrix
+            copy = os.path.join(tmp, "transcoded" + ENCODERS[codec][1])
+            transcode_video(path, copy, codec=codec, gop=config.gop, bframes=config.bframes)
+            rotation = probe(path).rotation  # the original's: the copy carries no display matrix
             attrs = {**attrs, "codec": info.codec, "transcoded": True, "rotation": rotation}
-            return _extract_decodable(h264, store, key, config, attrs, sha, flow)
+            return _extract_decodable(copy, store, key, config, attrs, sha, flow)
     attrs = {**attrs, "codec": info.codec, "transcoded": False}  # rotation: from the first decoded frame
     return _extract_decodable(path, store, key, config, attrs, sha, flow, info)
 

@@ -149,3 +149,30 @@ def test_a_touched_source_is_rehashed_once_not_reextracted(synth_dir, tmp_path):
     assert relabelled.extracted == [] and len(relabelled.skipped) == 4
     assert open_store(store)[key].attrs["label"] is None and _mtimes(store, key) == arrays_before
     assert open_store(store).attrs["labels"] == []
+
+
+def test_reencode_to_short_gops_without_b_frames(real_h264, tmp_path):
+    """MCD's preprocessing: every clip gets a nearby I-frame and every P-frame points to the previous frame."""
+    import subprocess
+    import sys
+
+    mvtools = str(Path(sys.executable).with_name("mvtools"))
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    shutil.copy(real_h264, tmp_path / "src" / "a" / "clip.mp4")
+    for codec, gop, key in (("h264", 12, "h.zarr"), ("mpeg4", 8, "m.zarr")):
+        run = subprocess.run([mvtools, "extract", tmp_path / "src", "-o", tmp_path / key, "--workers", "0", "--quiet",
+                              "--modalities", "mv,keyframes", "--reencode", codec, "--gop", str(gop), "--bframes", "0"],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        store = open_store(tmp_path / key)
+        view = store["a__clip"]
+        types = view.frame_type[:]
+        assert list(np.flatnonzero(types == 0)) == list(range(0, len(types), gop)) and not (types == 2).any()
+        assert view.attrs["transcoded"] is True and view.attrs["codec"] == "h264" and len(view) == 337
+        assert store.settings["reencode"] == {"codec": codec, "gop": gop, "bframes": 0}
+    run = subprocess.run([mvtools, "extract", tmp_path / "src", "-o", tmp_path / "h.zarr", "--workers", "0", "--quiet",
+                          "--modalities", "mv,keyframes", "--reencode", "h264", "--gop", "16", "--bframes", "0"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "other settings" in run.stderr
+    with pytest.raises(ValueError, match="--reencode"):
+        ExtractConfig(gop=12)
