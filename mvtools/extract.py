@@ -44,6 +44,8 @@ class Job:
     label: str | None = None
     split: str | None = None
     expect_sha256: str | None = None
+    fresh: bool = False  # no group of this key in the store (nothing to remove before writing)
+    size: int = 0  # source bytes, as the plan saw them
 
 
 @dataclass
@@ -160,6 +162,7 @@ def sha256_of(path: str | os.PathLike) -> str:
 def extract_video(
     path: str | os.PathLike, store: Store, key: str, config: ExtractConfig, *,
     attrs: dict | None = None, sha256: str | None = None, transcode: str = "auto", flow: Estimator | None = None,
+    fresh: bool = False,
 ) -> dict:
     """Extract one video into ``videos/<key>``; returns its index row (``mvtools.index``: num_frames,
     bytes per array, ...). On any error the partial group is removed and the error re-raised
@@ -172,6 +175,7 @@ def extract_video(
         in a temporary file first and records ``transcoded: true``; "never" makes them a ``VideoError``.
     flow: the estimator of ``config.flow`` (e.g. a loaded RAFT, or one calling a GPU actor); made from
         the config when None.
+    fresh: no group ``key`` exists yet (``Store.begin_video``).
     """
     if config.flow != "none" and flow is None:
         flow = config.flow_estimator()
@@ -190,16 +194,16 @@ def extract_video(
             transcode_video(path, copy, codec=codec, gop=config.gop, bframes=config.bframes)
             rotation = probe(path).rotation  # the original's: the copy carries no display matrix
             attrs = {**attrs, "codec": info.codec, "transcoded": True, "rotation": rotation}
-            return _extract_decodable(copy, store, key, config, attrs, sha, flow)
+            return _extract_decodable(copy, store, key, config, attrs, sha, flow, fresh=fresh)
     attrs = {**attrs, "codec": info.codec, "transcoded": False}  # rotation: from the first decoded frame
-    return _extract_decodable(path, store, key, config, attrs, sha, flow, info)
+    return _extract_decodable(path, store, key, config, attrs, sha, flow, info, fresh)
 
 
 #: Frame pairs per flow call: RAFT batches them on the GPU; OpenCV's flows take one pair at a time.
 FLOW_BATCH = {"dis": 1, "farneback": 1, "raft": 16}
 
 
-def _extract_decodable(path, store, key, config, attrs, sha, flow=None, info=None) -> dict:
+def _extract_decodable(path, store, key, config, attrs, sha, flow=None, info=None, fresh=False) -> dict:
     info = info or probe(path, rotation=False)
     if info.width < 16 or info.height < 16:
         raise VideoError(path, f"frame size {info.width}x{info.height} is too small")
@@ -210,7 +214,7 @@ def _extract_decodable(path, store, key, config, attrs, sha, flow=None, info=Non
         **attrs, "fps": info.fps, "width": info.width, "height": info.height,
         "sha256": sha, "stored_width": w, "stored_height": h,
     }
-    writer = store.begin_video(key, h, w, video_attrs, expected_frames=info.num_frames)
+    writer = store.begin_video(key, h, w, video_attrs, expected_frames=info.num_frames, fresh=fresh)
     garbage = FrameGarbage()
     try:
         records = garbage.collecting(_first_rotation(iter_motion(path, decode_frames=pixels, frame_size=(w, h)),
@@ -318,21 +322,23 @@ def plan(
     index, incomplete = (store.index(), []) if store is not None else (VideoIndex.from_rows([]), [])
     if index is None:  # stale (an interrupted run) or never written: rebuild it from the groups
         index, incomplete = store.scan()
-    columns = index.columns
+    columns, leftovers = index.columns, set(incomplete)
     jobs, unchanged = [], []
     for rel in relpaths:
         label, split = annotations[rel] if annotations is not None else (label_of(rel, config.labels), None)
         key, path = keys[rel], str(src_dir / rel)
         row = index.find(key)
+        size, mtime = _size_and_mtime(path)
         expect = None
         if row is not None:
             expect = str(columns["sha256"][row])
             recorded = (str(columns["source"][row]), str(columns["label"][row]), str(columns["split"][row]),
                         int(columns["source_bytes"][row]), int(columns["source_mtime_ns"][row]))
-            if not verify and recorded == (rel, label or "", split or "", *_size_and_mtime(path)):
+            if not verify and recorded == (rel, label or "", split or "", size, mtime):
                 unchanged.append(key)
                 continue
-        jobs.append(Job(rel=rel, key=key, path=path, label=label, split=split, expect_sha256=expect))
+        jobs.append(Job(rel=rel, key=key, path=path, label=label, split=split, expect_sha256=expect,
+                        fresh=row is None and key not in leftovers, size=max(size, 0)))
     scheduled = {j.key for j in jobs}
     orphans = [k for k in incomplete if k not in scheduled]
     return Plan(jobs=jobs, orphans=orphans, unchanged=unchanged, index=index)
@@ -346,15 +352,28 @@ def _size_and_mtime(path: str) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+def run_jobs(jobs: list[Job], store_path: str, config: ExtractConfig, transcode: str = "auto",
+             flow: Estimator | None = None, storage_options: Mapping[str, str] | None = None) -> list[Outcome]:
+    """Several jobs in one task (small videos: a Ray task's own cost is then paid once for all), the store
+    opened once for them."""
+    try:
+        with storage_errors(store_path):
+            store = open_store(store_path, mode="r+", storage_options=storage_options)
+    except StoreError as e:
+        return [Outcome(j.rel, j.key, error=f"store {e.path}: {e.reason}") for j in jobs]
+    return [run_job(job, store_path, config, transcode, flow, storage_options, store=store) for job in jobs]
+
+
 def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "auto",
-            flow: Estimator | None = None, storage_options: Mapping[str, str] | None = None) -> Outcome:
+            flow: Estimator | None = None, storage_options: Mapping[str, str] | None = None,
+            store: Store | None = None) -> Outcome:
     """Extract one job's video into the store; a bad video comes back as an ``Outcome`` with its
     reason, never as an exception. Runs in a Ray task or in the driver. flow: see ``extract_video``.
 
     A job whose complete copy has the source's sha256 only gets its quick-check attributes (size, mtime,
     label, split) refreshed, so that the next run skips it unopened."""
     start = time.perf_counter()
-    store = None
+    opened = store
     try:
         check_file(job.path)
         stat = os.stat(job.path)  # before hashing: a change during the hash shows at the next quick check
@@ -364,11 +383,12 @@ def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "
             attrs["split"] = job.split
         sha = sha256_of(job.path)
         with storage_errors(store_path):
-            store = open_store(store_path, mode="r+", storage_options=storage_options)
+            store = opened or open_store(store_path, mode="r+", storage_options=storage_options)
+            store.touched.discard(job.key)
             if job.expect_sha256 == sha:
                 return Outcome(job.rel, job.key, skipped=True, row=store.update_video(job.key, attrs))
             row = extract_video(job.path, store, job.key, config, attrs=attrs, sha256=sha, transcode=transcode,
-                                flow=flow)
+                                flow=flow, fresh=job.fresh)
         return Outcome(job.rel, job.key, frames=row["num_frames"], seconds=time.perf_counter() - start,
                        transcoded=row["transcoded"], row=row)
     except (VideoError, OSError) as e:  # OSError: unreadable, vanished between discovery and extraction...

@@ -7,15 +7,16 @@ worker deaths are retried ``max_retries`` times, then recorded as failures.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from .errors import MvtoolsError
-from .extract import ExtractConfig, Outcome, Progress, Report, begin_run, finish, open_run, run_job
+from .extract import ExtractConfig, Outcome, Progress, Report, begin_run, finish, open_run, run_jobs
 from .flow import RaftFlow, check_raft_available
 from .store import storage_errors
 
@@ -138,25 +139,23 @@ def extract_parallel(
         report = begin_run(store, work)
         report.startup_seconds = startup
         flows = raft_actors(config) if config.flow == "raft" else [None]
-        task = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=True)(run_job)
+        task = ray.remote(num_cpus=1, max_retries=max_retries, retry_exceptions=True)(run_jobs)
         config_ref = ray.put(config)
         window = window or WINDOW_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
         t1 = time.perf_counter()
 
-        def submit(i, job):
-            return task.remote(job, store.path, config_ref, transcode, flows[i % len(flows)], store.storage_options)
+        def submit(i, jobs):
+            return task.remote(jobs, store.path, config_ref, transcode, flows[i % len(flows)], store.storage_options)
+
+        def failed(job):
+            with storage_errors(store.path):
+                store.remove_video(job.key)  # a killed worker can leave half a group
 
         with Progress(len(work.jobs) + len(work.unchanged), progress) as bar:
             bar.skip(len(work.unchanged))
-            for job, result in as_completed(submit, work.jobs, window):
-                if isinstance(result, ray.exceptions.RayError):
-                    reason = (f"task failed after {max_retries} retries "
-                              f"({type(result).__name__}: {_first_line(result)})")
-                    with storage_errors(store.path):
-                        store.remove_video(job.key)  # a killed worker can leave half a group
-                    result = Outcome(job.rel, job.key, error=reason, removed=True)
-                report.add(result)
-                bar.done(result)
+            for outcome in outcomes(submit, work.jobs, window, max_retries, failed):
+                report.add(outcome)
+                bar.done(outcome)
         report.seconds = time.perf_counter() - t1
     finally:
         if started:
@@ -167,23 +166,59 @@ def extract_parallel(
 
 #: Tasks in flight per cluster CPU: enough to keep every worker busy while the driver handles results.
 WINDOW_PER_CPU = 4
+#: Videos per task, up to this many and this many source bytes: a task's own cost (scheduling, store
+#: opening, a cold worker) is paid once for several small videos; a large video gets a task of its own.
+TASK_VIDEOS, TASK_BYTES = 8, 8 << 20
 
 
-def as_completed(submit, jobs: Iterable, window: int):
-    """Yield (job, result or RayError) as tasks finish, with at most ``window`` in flight.
+def batches(jobs: Iterable, videos: int = TASK_VIDEOS, size: int = TASK_BYTES):
+    """Consecutive jobs grouped into lists of at most ``videos`` jobs and ``size`` source bytes (a job larger
+    than ``size`` alone)."""
+    batch, total = [], 0
+    for job in jobs:
+        if batch and (len(batch) == videos or total + job.size > size):
+            yield batch
+            batch, total = [], 0
+        batch.append(job)
+        total += job.size
+    if batch:
+        yield batch
 
-    submit(i, job) -> ObjectRef. Each wait looks at the in-flight refs only (at most ``window``), so the
-    cost per task is flat in the number of jobs."""
+
+def outcomes(submit, jobs: Iterable, window: int, max_retries: int, failed) -> Iterator[Outcome]:
+    """Every job's ``Outcome``, running ``batches`` of them as tasks (``submit(i, batch)``) with at most
+    ``window`` in flight. A batch whose task fails after its retries is run again one job per task, so that a
+    video that kills its worker fails alone; such a job's outcome is a failure, after ``failed(job)``."""
+    import ray
+
+    pending = collections.deque(batches(jobs))
+    for batch, result in as_completed(submit, pending, window):
+        if not isinstance(result, ray.exceptions.RayError):
+            yield from result
+        elif len(batch) > 1:
+            pending.extend([job] for job in batch)
+        else:
+            failed(batch[0])
+            reason = f"task failed after {max_retries} retries ({type(result).__name__}: {_first_line(result)})"
+            yield Outcome(batch[0].rel, batch[0].key, error=reason, removed=True)
+
+
+def as_completed(submit, work, window: int):
+    """Yield (item, result or RayError) as tasks finish, with at most ``window`` in flight.
+
+    submit(i, item) -> ObjectRef. ``work``: an iterable of items, or a deque that the caller may extend
+    while iterating (items to retry). Each wait looks at the in-flight refs only (at most ``window``), so
+    the cost per task is flat in the number of items."""
     import ray
 
     inflight: dict = {}
-    jobs = iter(enumerate(jobs))
+    items = work if isinstance(work, collections.deque) else collections.deque(work)
+    counter = iter(range(1 << 62))
 
     def fill():
-        for i, job in jobs:
-            inflight[submit(i, job)] = job
-            if len(inflight) >= window:
-                return
+        while items and len(inflight) < window:
+            item = items.popleft()
+            inflight[submit(next(counter), item)] = item
 
     fill()
     while inflight:

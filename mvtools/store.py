@@ -258,7 +258,7 @@ class VideoWriter:
     KEYFRAMES = ("keyframes", "keyframe_index")  # indexed by keyframe, not by frame
 
     def __init__(self, videos: zarr.Group, key: str, settings: Mapping, height: int, width: int, attrs: Mapping,
-                 expected_frames: int = 0):
+                 expected_frames: int = 0, fresh: bool = False):
         self.key = key
         self.specs = array_specs(settings)
         self.block = int(settings["shard_frames"])
@@ -269,7 +269,8 @@ class VideoWriter:
         metadata = GroupMetadata(attributes={**attrs, "complete": False})
 
         async def create() -> None:  # the store and ``videos`` exist: no parent to check or create
-            await path.delete_dir()
+            if not fresh:
+                await path.delete_dir()
             await _put_metadata(path, metadata)
 
         with writing():
@@ -399,7 +400,10 @@ class Store:
 
     def _videos(self) -> zarr.Group:
         if self._videos_group is None:
-            self._videos_group = self.root["videos"]
+            if self.root.read_only:
+                self._videos_group = self.root["videos"]
+            else:  # a writer knows ``videos`` is a group (create_store made it): no read to find out
+                self._videos_group = zarr.Group(zarr.AsyncGroup(GroupMetadata(), self.root.store_path / "videos"))
         return self._videos_group
 
     # Listing -----------------------------------------------------------------------------------------
@@ -478,13 +482,17 @@ class Store:
             self.root.update_attributes({**root_attrs, "index_token": token})
         self._index = index
 
-    def begin_video(self, key: str, height: int, width: int, attrs: Mapping, expected_frames: int = 0) -> VideoWriter:
+    def begin_video(self, key: str, height: int, width: int, attrs: Mapping, expected_frames: int = 0,
+                    fresh: bool = False) -> VideoWriter:
         """Start (or restart) video ``key``; any earlier copy is removed.
 
-        expected_frames: the container's frame count, if it gives one (arrays are trimmed at commit)."""
+        expected_frames: the container's frame count, if it gives one (arrays are trimmed at commit).
+        fresh: the caller knows no group ``key`` exists, or only the partial one of an earlier attempt at the
+            same video, which writes the same objects: nothing is listed or deleted first (one round trip,
+            a LIST on object stores, less per video)."""
         self.invalidate_index()
         self.touched.add(key)
-        return VideoWriter(self._videos(), key, self.settings, height, width, attrs, expected_frames)
+        return VideoWriter(self._videos(), key, self.settings, height, width, attrs, expected_frames, fresh)
 
     def update_video(self, key: str, attrs: Mapping) -> dict:
         """Change attributes of a complete video (one write); returns its index row."""

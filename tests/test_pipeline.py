@@ -169,3 +169,24 @@ def test_at_most_a_window_of_tasks_is_in_flight(local_ray):
     assert sorted(results) == list(range(30)) and state["peak"] == 3
     assert isinstance(results.pop(7), ray.exceptions.RayTaskError)
     assert results == {i: i * i for i in range(30) if i != 7}
+
+
+def test_batches_group_small_videos_and_a_crashing_one_fails_alone(local_ray):
+    from mvtools.extract import Job, Outcome
+    from mvtools.pipeline import batches, outcomes
+
+    jobs = [Job(rel=f"{i}.mp4", key=f"k{i}", path="", size=size) for i, size in enumerate([10, 10, 10, 50, 10, 10])]
+    grouped = [[j.key for j in b] for b in batches(jobs, videos=2, size=40)]
+    assert grouped == [["k0", "k1"], ["k2"], ["k3"], ["k4", "k5"]]
+
+    @ray.remote(max_retries=0)
+    def work(batch):
+        if any(job.key == "k4" for job in batch):
+            raise RuntimeError("a decoder crash")
+        return [Outcome(job.rel, job.key, frames=1) for job in batch]
+
+    removed = []
+    got = {o.key: o for o in outcomes(lambda i, batch: work.remote(batch), jobs, 3, 0, lambda j: removed.append(j.key))}
+    assert sorted(got) == [f"k{i}" for i in range(6)] and removed == ["k4"]
+    assert "a decoder crash" in got["k4"].error and got["k4"].removed
+    assert all(got[k].error is None and got[k].frames == 1 for k in got if k != "k4")  # k5 shared k4's batch
