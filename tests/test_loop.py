@@ -77,6 +77,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synth_store, tmp_path
     assert len(rows(tmp_path)) == 3
 
 
+def test_nan_loss_exits_1_and_a_usage_error_exits_2(synth_store, tmp_path, diverging, capsys):
+    from mvtools.cli import main
+
+    recipe = tmp_path / "diverging.yaml"
+    recipe.write_text(f"method: {diverging}\nclip_len: 4\nsize: 32\ncheckpoint_every: 1\n"
+                      "method_args: {queue: 16}\n")
+    args = ["train", "--config", str(recipe), "--store", str(synth_store), "--steps", "6", "--batch-size", "2",
+            "--workers", "0", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "run")]) == 1
+    assert "step 4: loss is nan" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "run")]) == 2  # the run exists and --resume is not given
+    assert "--resume" in capsys.readouterr().err
+
+
 def test_checkpoint_loads_with_weights_only_and_rebuilds_the_method(synth_store, tmp_path):
     train(config(synth_store, tmp_path, steps=2), progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)

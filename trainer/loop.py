@@ -29,7 +29,11 @@ FORMAT = "mvtools-trainer/1"
 
 
 class TrainError(MvtoolsError):
-    """Training cannot go on (bad settings, a NaN loss, ...); the message says why and what is kept."""
+    """Training cannot start (bad settings, an existing run, ...); the message says why. Exit code 2."""
+
+
+class TrainingFailed(TrainError):
+    """Training started and failed (a NaN loss, non-finite weights); the message says what is kept. Exit code 1."""
 
 
 @dataclass
@@ -249,7 +253,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
             if not torch.isfinite(loss):
                 kept = f"the checkpoint of step {_saved_step(ckpt_path)} is kept" if ckpt_path.exists() else \
                     "no checkpoint was written"
-                raise TrainError(f"step {step + 1}: loss is {loss.item()} ("
+                raise TrainingFailed(f"step {step + 1}: loss is {loss.item()} ("
                                  + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
                                  + f"); lower --lr or check the inputs; {kept}")
             optimizer.zero_grad(set_to_none=True)
@@ -289,7 +293,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
 def _state(config, method, optimizer, scheduler, step, world) -> dict:
     for name, p in method.state_dict().items():
         if p.is_floating_point() and not torch.isfinite(p).all():
-            raise TrainError(f"step {step}: {name} holds non-finite values; checkpoint not written")
+            raise TrainingFailed(f"step {step}: {name} holds non-finite values; checkpoint not written")
     return {"format": FORMAT, "config": asdict(config), "step": step, "world_size": world,
             "model": method.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": _rng_state()}
