@@ -84,9 +84,19 @@ def test_motion_is_aligned_to_clip_frames_and_framediff_is_consecutive(synth_sto
     assert view["framediff"][:, 0].abs().max() == 0  # frame 0 has no predecessor: no wrap-around
     diff = crop_resize((frames[3] - frames[2])[None] / 255, box, 64)[0].transpose(2, 0, 1)
     np.testing.assert_allclose(view["framediff"][:, 1].numpy(), diff, atol=1e-5)
-    # The keyframe is the I-frame of the clip's GOP, read with the same crop as the frames.
-    assert group["keyframe_index"][0] == 0
-    np.testing.assert_allclose(view["keyframe"].numpy(), view["rgb"][:, 0].numpy(), atol=0.05)
+
+
+def test_keyframe_is_the_last_i_frame_at_or_before_the_clip_start(tmp_path):
+    from stores import decode_index, index_frames, write_store
+
+    frames, keys = index_frames(40), np.array([0, 10, 20, 30], np.int32)
+    store = write_store(tmp_path / "gops.zarr", {"v": {"frames": frames, "keyframes": frames[keys],
+                                                       "keyframe_index": keys}})
+    ds = ClipDataset(store, modalities=("rgb", "keyframe"), spec=ClipSpec(4, 2, 16), train=False)
+    for start, want in [(0, 0), (9, 0), (10, 10), (13, 10), (29, 20), (33, 30)]:
+        view = read_view(ds.group(0), ds.videos[0], View(start, (4.0, 2.0, 28.0, 26.0)), ("rgb", "keyframe"),
+                         ds.spec, augment=False)
+        assert decode_index(view["rgb"])[0] == start and decode_index(view["keyframe"][:, None])[0] == want
 
 
 def test_eval_mode_gives_evenly_spaced_centre_clips(synth_store):
