@@ -99,6 +99,23 @@ def test_checkpoint_loads_with_weights_only_and_rebuilds_the_method(synth_store,
     assert state["step"] == 2 and state["config"]["method"] == "rgb"
 
 
+def test_bn_mode_is_the_methods_unless_the_recipe_says_and_sync_keeps_the_checkpoint_names():
+    from trainer.batchnorm import SyncBatchNorm
+
+    base = {"method": "rgb", "backbone": "tiny", "backbone_args": {}, "method_args": {"queue": 8}}
+    assert build_method(base).bn == "shuffle"
+    assert build_method({**base, "method": "mcd", "method_args": {}}).bn == "sync"
+    local, sync = build_method({**base, "bn": "local"}), build_method({**base, "bn": "sync"})
+    assert not any(isinstance(m, SyncBatchNorm) for m in local.modules())
+    assert sum(isinstance(m, SyncBatchNorm) for m in sync.modules()) == sum(
+        isinstance(m, torch.nn.BatchNorm3d) for m in local.modules())
+    sync.load_state_dict(local.state_dict())  # same names: a checkpoint loads either way
+    x = {"views": [{"rgb": torch.randn(2, 3, 4, 16, 16)}] * 2}
+    torch.testing.assert_close(sync(x)["inst"], local(x)["inst"])  # one process: one batch, the same numbers
+    with pytest.raises(TrainError, match="bn must be one of"):
+        TrainConfig(bn="group").validate()
+
+
 def test_store_without_the_methods_modalities_is_refused(mv_only_store, tmp_path):
     from trainer.data import DataError
 

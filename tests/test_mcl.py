@@ -41,3 +41,12 @@ def test_target_encoder_is_the_ema_of_the_online_one():
         method.online.inter[0].weight.add_(2.0)
     method.after_step()
     torch.testing.assert_close(method.target.inter[0].weight, 0.5 * before + 0.5 * method.online.inter[0].weight)
+
+
+def test_without_the_order_term_no_order_head_is_built_and_every_parameter_trains(synth_store):
+    torch.manual_seed(0)
+    method = MCL(backbone="tiny", queue=8, dim=16, order_dim=8, order_weight=0)
+    sum(method(batch_for(method, synth_store)).values()).backward()
+    assert method.online.order is None and method.target.order is None
+    untrained = [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None]
+    assert not untrained  # DDP refuses parameters without gradients (issue: order_weight 0 crashed under DDP)

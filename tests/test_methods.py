@@ -54,5 +54,5 @@ def test_every_method_has_a_tiny_and_a_paper_scale_recipe(method):
     assert (PIPELINES / f"{method}_tiny.yaml").exists() and (PIPELINES / f"{method}.yaml").exists()
     for name in (f"{method}_tiny.yaml", f"{method}.yaml"):
         config = TrainConfig.from_yaml(PIPELINES / name)
-        assert config.method == method
+        assert config.method == method and config.bn == REGISTRY[method].bn  # the paper's choice, spelled out
         config.validate()

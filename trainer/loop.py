@@ -21,7 +21,9 @@ import torch.distributed as dist
 
 from mvtools.errors import MvtoolsError
 
+from .batchnorm import BN_MODES, convert_sync_batchnorm
 from .data import ClipDataset, ClipSpec, StepBatches, list_videos
+from .distributed import everywhere, rank_mismatches
 from .methods import REGISTRY, Method
 
 CHECKPOINT = "checkpoint.pt"
@@ -62,6 +64,7 @@ class TrainConfig:
     size: int = 112
     split: str | None = None  # None: "train" when the store has splits, else every video
     augment: dict = field(default_factory=dict)  # ClipSpec overrides: scale, ratio, jitter, grayscale, flip, ...
+    bn: str = ""  # "shuffle", "sync" or "local" (trainer.batchnorm); "" = the method's paper choice (Method.bn)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
@@ -80,6 +83,8 @@ class TrainConfig:
             raise TrainError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise TrainError("steps and batch_size must be positive")
+        if self.bn and self.bn not in BN_MODES:
+            raise TrainError(f"bn must be one of {', '.join(BN_MODES)} (or empty: the method's own), got {self.bn!r}")
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -91,9 +96,29 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def build_method(config: TrainConfig | dict) -> Method:
+    """The configured method, with its ``bn`` mode set (BN layers made ``SyncBatchNorm`` for "sync")."""
     c = config if isinstance(config, dict) else asdict(config)
-    return REGISTRY[c["method"]](backbone=c["backbone"], backbone_args=dict(c["backbone_args"]),
-                                 **dict(c["method_args"]))
+    cls = REGISTRY[c["method"]]
+    method = cls(backbone=c["backbone"], backbone_args=dict(c["backbone_args"]), **dict(c["method_args"]))
+    method.bn = c.get("bn") or cls.bn
+    if method.bn == "sync":
+        convert_sync_batchnorm(method)
+    return method
+
+
+#: per-rank BatchNorm statistics: they differ across ranks unless bn is "sync"
+BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def check_ranks_agree(method: Method, step: int) -> None:
+    """Under DDP every rank must hold the same parameters, queues and EMA encoders (BN statistics too with
+    ``bn: sync``); a method that lets them drift apart fails here instead of training a different model per rank."""
+    skip = () if method.bn == "sync" else BN_STATISTICS
+    differ = rank_mismatches(method, skip)
+    if differ:
+        raise TrainingFailed(f"step {step}: ranks hold different values of {', '.join(differ[:5])}"
+                             f"{' ...' if len(differ) > 5 else ''} (a method's updates or randomness are not the "
+                             f"same on every rank)")
 
 
 def default_split(store: str) -> str | None:
@@ -250,12 +275,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 terms = model(batch)
             loss = sum(terms.values())
-            if not torch.isfinite(loss):
+            if not everywhere(bool(torch.isfinite(loss)), device):  # every rank stops, none waits for the others
                 kept = f"the checkpoint of step {_saved_step(ckpt_path)} is kept" if ckpt_path.exists() else \
                     "no checkpoint was written"
-                raise TrainingFailed(f"step {step + 1}: loss is {loss.item()} ("
-                                 + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-                                 + f"); lower --lr or check the inputs; {kept}")
+                what = "loss is " + (f"{loss.item()} (" + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+                                     + ")" if not torch.isfinite(loss) else "not finite on another rank")
+                raise TrainingFailed(f"step {step + 1}: {what}; lower --lr or check the inputs; {kept}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_grad:
@@ -264,6 +289,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
             optimizer.step()
             scheduler.step()
             method.after_step()
+            if world > 1 and ((step + 1) % config.checkpoint_every == 0 or step + 1 == stop):
+                check_ranks_agree(method, step + 1)
             done = time.perf_counter()
             if step > start:  # the first step also starts the workers and warms the kernels: not timed
                 wait, busy = wait + (got - tick), busy + (done - got)
@@ -286,7 +313,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     return {"steps": stop, "resumed_from": start, "last": last,
             "data_wait_fraction": wait / max(wait + busy, 1e-9),
             "steps_per_s": (stop - start - 1) / (wait + busy) if wait + busy > 0 else float("nan"),
-            "world_size": world, "rank": rank,
+            "world_size": world, "rank": rank, "bn": method.bn,
             "device": str(device)}
 
 

@@ -28,6 +28,7 @@ class MaCLR(Method):
     name = "maclr"
     modalities = ("rgb", "mv")
     views = 2
+    bn = "shuffle"  # [default]: no public code; MoCo's choice for its EMA encoders and queues
 
     def __init__(self, backbone: str = "tiny", backbone_args: dict | None = None, dim: int = 128,
                  queue: int = 4096, momentum: float = 0.999, temperature: float = 0.1, motion: str = "mv",
@@ -53,8 +54,8 @@ class MaCLR(Method):
         views = batch["views"][:2]
         rgb = [v["rgb"] for v in views]
         motion = [motion_input(v[self.motion], self.motion, self.clamp) for v in views]
-        zv, kv = [self.visual.query(x) for x in rgb], [self.visual.key(x) for x in rgb]
-        zm, km = [self.motion_path.query(x) for x in motion], [self.motion_path.key(x) for x in motion]
+        zv, kv = [self.visual.query(x) for x in rgb], [self.keys(self.visual.key, x) for x in rgb]
+        zm, km = [self.motion_path.query(x) for x in motion], [self.keys(self.motion_path.key, x) for x in motion]
 
         def nce(q, k, queue):
             return queue_nce(q, k, queue, self.temperature)

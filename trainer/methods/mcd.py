@@ -74,6 +74,7 @@ class MCD(Method):
     name = "mcd"
     modalities = ("rgb", "keyframe", "mv")
     views = 1
+    bn = "sync"  # the authors' code converts every BN layer to SyncBatchNorm
 
     def __init__(self, backbone: str = "tiny", backbone_args: dict | None = None, dim: int = 128,
                  temperature: float = 0.1, iframe_backbone: str = "resnet18_2d", iframe_args: dict | None = None,
