@@ -125,3 +125,24 @@ def test_clip_pair_has_one_more_frame_and_its_crop_box(dataset):
     x0, y0, x1, y1 = a["box"].tolist()
     assert 0 <= x0 < x1 <= video.width and 0 <= y0 < y1 <= video.height
     assert list(clip_indices(0, replace(SPEC, clip_len=5), 40)) == [0, 2, 4, 6, 8]
+
+
+def test_motion_focused_statistics_come_from_the_maps_source(tmp_path):
+    from stores import write_store
+
+    t = 24
+    mv = np.zeros((t, 8, 8, 4), np.float16)
+    mv[16:20, :3, :3, 0] = 4.0  # the vectors see an object top left in frames 16-19
+    flow = np.zeros((t, 32, 32, 2), np.float16)
+    flow[2:6, 20:, 20:, 1] = 4.0  # the flow sees one bottom right in frames 2-5
+    store = write_store(tmp_path / "both.zarr", {"v": {"frames": np.zeros((t, 32, 32, 3), np.uint8), "mv": mv,
+                                                       "flow": flow}})
+    for source, frames, corner in [("flow", range(1, 7), (4, 7)), ("mv", range(15, 21), (0, 3))]:
+        sampler = MotionFocused(source=source)
+        ds = ClipDataset(store, modalities=("rgb", source), spec=SPEC, sampler=sampler)
+        energy, maps = sampler.statistics(ds, 0)
+        assert set(np.flatnonzero(energy)) <= set(frames) and energy.argmax() in frames
+        row, col = np.unravel_index(maps.sum(0).argmax(), maps.shape[1:])  # the 7 x 7 map's strongest cell
+        assert corner[0] <= row < corner[1] and corner[0] <= col < corner[1]
+    auto = MotionFocused()
+    assert auto.resolve(ClipDataset(store, modalities=("rgb", "flow"), spec=SPEC, sampler=auto)) == "flow"

@@ -172,10 +172,10 @@ class MotionFocused:
     """{"views": [query, its other view, clip 1, clip 2 of the other half], "motion_map": (T, h, w),
     "order": 0 if the query is from the first half of the video else 1}.
 
-    Motion comes from ``source``: ``flow`` or ``mv``; ``auto`` uses ``flow`` when the store has it. Sampling
-    statistics (per-frame energy and the 7x7 map for the box) are computed once per video from the stored
-    ``mv`` field when present (cheap; ``flow`` otherwise) and cached per process. ``motion_map`` is the query
-    clip's motion-boundary map under the query's crop and flip, summed over a ``window`` of source frames.
+    Motion comes from ``source``: ``flow`` or ``mv``; ``auto`` uses ``flow`` when the store has it. The sampling
+    statistics (per-frame energy and the 7x7 map for the box) come from the same source as the map, computed
+    once per video and cached per process. ``motion_map`` is the query clip's motion-boundary map under the
+    query's crop and flip, summed over a ``window`` of source frames.
     """
 
     p: float = 0.7
@@ -198,9 +198,7 @@ class MotionFocused:
         if self._cache is None:
             self._cache = _LRU(self.cache_videos)
         if video not in self._cache:
-            group = dataset.group(video)
-            name = "mv" if "mv" in group else "flow"
-            boundaries = motion_boundaries(group[name][:][..., :2])
+            boundaries = motion_boundaries(dataset.group(video)[self.resolve(dataset)][:][..., :2])
             self._cache.put(video, (boundaries.mean(axis=(1, 2)), pool_grid(boundaries, self.grid)))
         return self._cache[video]
 
