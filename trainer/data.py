@@ -121,6 +121,12 @@ def random_view(rng: np.random.Generator, video: Video, spec: ClipSpec, start: i
                 bool(rng.random() < spec.grayscale))
 
 
+def random_colour(rng: np.random.Generator, spec: ClipSpec) -> tuple[tuple[float, float, float], bool]:
+    """A colour jitter of its own (brightness, contrast, saturation factors; grayscale or not), as ``random_view``'s."""
+    j = spec.jitter
+    return tuple(float(v) for v in rng.uniform(1 - j, 1 + j, 3)), bool(rng.random() < spec.grayscale)
+
+
 def centre_view(video: Video, spec: ClipSpec, start: int) -> View:
     """The evaluation view: the centred square of the short side, no flip, no jitter."""
     s = min(video.height, video.width)
@@ -238,9 +244,15 @@ def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalit
         out["flow"] = _channels_first(_flip(flow, view.flip))
     if "keyframe" in modalities:
         kidx = group["keyframe_index"][:]
-        k = max(int(np.searchsorted(kidx, lo, side="right")) - 1, 0)
-        out["keyframe"] = _rgb(group["keyframes"][k][None], view, spec, augment)[:, 0]
+        out["keyframe"] = read_keyframe(group, max(int(np.searchsorted(kidx, lo, side="right")) - 1, 0), view, spec,
+                                        augment)
     return out
+
+
+def read_keyframe(group: zarr.Group | VideoArrays, k: int, view: View, spec: ClipSpec, augment: bool = True
+                  ) -> torch.Tensor:
+    """The video's ``k``-th stored I-frame (3, S, S) under ``view``'s crop, flip and colour, normalised like rgb."""
+    return _rgb(group["keyframes"][k][None], view, spec, augment)[:, 0]
 
 
 Sampler = Callable[["ClipDataset", int, np.random.Generator], dict]
@@ -315,6 +327,9 @@ class ClipDataset(torch.utils.data.Dataset):
              spec: ClipSpec | None = None) -> dict[str, torch.Tensor]:
         return read_view(self.group(video), self.videos[video], view, modalities or self.modalities,
                          spec or self.spec, augment=self.train)
+
+    def read_keyframe(self, video: int, k: int, view: View) -> torch.Tensor:
+        return read_keyframe(self.group(video), k, view, self.spec, augment=self.train)
 
     def sample_views(self, video: int, rng: np.random.Generator) -> dict:
         """The default sampler: ``self.views`` independent random views of one video."""
