@@ -82,6 +82,7 @@ class Video:
     width: int
     label: str | None
     split: str | None
+    fps: float | None = None
 
 
 def list_videos(store_path: str) -> list[Video]:
@@ -92,7 +93,7 @@ def list_videos(store_path: str) -> list[Video]:
         a = group.attrs.asdict()
         if a.get("complete") and a.get("num_frames", 0) > 0:
             videos.append(Video(key, int(a["num_frames"]), int(a["stored_height"]), int(a["stored_width"]),
-                                a.get("label"), a.get("split")))
+                                a.get("label"), a.get("split"), a.get("fps")))
     return videos
 
 

@@ -10,6 +10,7 @@ random choice from ``rng``, so samples stay reproducible and resumable.
 - ``MotionFocused`` (``mcl``): MCL's motion-focused tubelets. Temporally, with probability ``p`` the clip
   starts among the ``top`` fraction of starts ranked by motion; spatially, random-resized crops are retried
   until one covers enough of the box of the strongest motion. Adds the clip's motion-boundary map.
+- ``ClipsApart`` (``maclr``): two clips of a video whose starts lie ``min_s`` to ``max_s`` seconds apart.
 - ``ClipPair`` (``fima``): two clips of ``clip_len + 1`` frames (frame differences are taken after cropping)
   with their crop boxes and flips, to match cells across views in image coordinates.
 """
@@ -97,6 +98,40 @@ class FutureMotion:
         negatives = other_starts(v.num_frames, motion_spec.span, future_start, self.negatives, rng)
         return {"views": [{**dataset.read(video, view, ("rgb",)), "keyframe": keyframe}],
                 "future": motion(future_start), "negatives": torch.stack([motion(s) for s in negatives])}
+
+
+# --- MaCLR: two clips some seconds apart ---------------------------------------------------------------------
+
+def partner_starts(num_frames: int, span: int, first: int, lo: float, hi: float) -> np.ndarray:
+    """The clip starts s (clips of ``span`` frames inside the video) with lo <= |s - first| <= hi, in frames."""
+    starts = np.arange(max(num_frames - span, 0) + 1)
+    gap = np.abs(starts - first)
+    return starts[(gap >= lo) & (gap <= hi)]
+
+
+@dataclass(frozen=True)
+class ClipsApart:
+    """{"views": [a, b]}: two clips of one video whose starts are ``min_s`` to ``max_s`` seconds apart (MaCLR:
+    0.5-10 s), each with its own crop, flip and colour. The first start is drawn among those that have a partner,
+    the second among its partners; a video too short for ``min_s`` gives the two starts farthest apart.
+    Seconds are frames / the video's ``fps`` (25 when the store does not say)."""
+
+    min_s: float = 0.5
+    max_s: float = 10.0
+
+    def __call__(self, dataset, video: int, rng: np.random.Generator) -> dict:
+        v, spec = dataset.videos[video], dataset.spec
+        fps = v.fps or 25.0
+        lo, hi = self.min_s * fps, self.max_s * fps
+        last = max(v.num_frames - spec.span, 0)
+        if last < lo:  # no two starts are min_s apart: the farthest pair
+            a, b = (0, last) if rng.random() < 0.5 else (last, 0)
+        else:
+            # a start has a partner unless it sits within lo of both ends
+            firsts = np.flatnonzero((np.arange(last + 1) >= lo) | (np.arange(last + 1) <= last - lo))
+            a = int(rng.choice(firsts))
+            b = int(rng.choice(partner_starts(v.num_frames, spec.span, a, lo, hi)))
+        return {"views": [dataset.read(video, random_view(rng, v, spec, s)) for s in (a, b)]}
 
 
 # --- MCL: motion-focused tubelets ---------------------------------------------------------------------------
