@@ -2,6 +2,7 @@ import csv
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -114,6 +115,28 @@ def test_bn_mode_is_the_methods_unless_the_recipe_says_and_sync_keeps_the_checkp
     torch.testing.assert_close(sync(x)["inst"], local(x)["inst"])  # one process: one batch, the same numbers
     with pytest.raises(TrainError, match="bn must be one of"):
         TrainConfig(bn="group").validate()
+
+
+def test_queue_room_is_one_epoch_of_other_videos():
+    from trainer.loop import queue_room
+
+    assert queue_room(videos=16, global_batch=4, per_sample=2) == 24 and queue_room(4, 8, 2) == 0
+    assert queue_room(240_000, 256, 3) == 3 * (240_000 - 256)
+
+
+def test_a_queue_longer_than_the_store_can_fill_is_warned_about_at_start(synth_store, tmp_path, capsys):
+    from mvtools.cli import main
+    from trainer.loop import QueueWarning
+
+    # 4 videos, global batch 2, 2 keys per sample: 4 keys of other videos at most.
+    with pytest.warns(QueueWarning, match=r"'queue' holds 6 keys .* fill only 4 .*rgb_tiny.yaml"):
+        train(config(synth_store, tmp_path / "a", steps=1, method_args={"queue": 6}), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", QueueWarning)
+        train(config(synth_store, tmp_path / "b", steps=1, method_args={"queue": 4}), progress=False)
+    assert main(["train", "--store", str(synth_store), "--out", str(tmp_path / "c"), "--steps", "1", "--batch-size",
+                 "2", "--workers", "0", "--quiet"]) == 0  # the default: a 4096-key queue
+    assert "mvtools train: warning: rgb: queue 'queue' holds 4096 keys" in capsys.readouterr().err
 
 
 def test_store_without_the_methods_modalities_is_refused(mv_only_store, tmp_path):

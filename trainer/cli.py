@@ -11,6 +11,7 @@ import argparse
 import json
 import pkgutil
 import sys
+import warnings
 from pathlib import Path
 
 #: The clip backbones ``--backbone`` offers (``trainer.models.CLIP_BACKBONES``, without importing torch).
@@ -90,7 +91,10 @@ def run_train(args) -> int:
     if not config.store or not config.out:
         raise TrainError("--store and --out are required (on the command line or in --config)")
     try:
-        summary = train(config, resume=args.resume, progress=not args.quiet)
+        with warnings.catch_warnings():  # settings worth a second look (a queue too long for the store, ...)
+            warnings.showwarning = lambda message, *_, **__: print(f"mvtools train: warning: {message}",
+                                                                  file=sys.stderr)
+            summary = train(config, resume=args.resume, progress=not args.quiet)
     except TrainingFailed as e:  # a usage error (TrainError) is exit 2, reported by mvtools.cli
         print(f"mvtools train: error: {e}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ import csv
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from mvtools.errors import MvtoolsError
 from .batchnorm import BN_MODES, convert_sync_batchnorm
 from .data import ClipDataset, ClipSpec, StepBatches, list_videos
 from .distributed import everywhere, rank_mismatches
+from .losses import Queue
 from .methods import REGISTRY, Method
 
 CHECKPOINT = "checkpoint.pt"
@@ -119,6 +121,32 @@ def check_ranks_agree(method: Method, step: int) -> None:
         raise TrainingFailed(f"step {step}: ranks hold different values of {', '.join(differ[:5])}"
                              f"{' ...' if len(differ) > 5 else ''} (a method's updates or randomness are not the "
                              f"same on every rank)")
+
+
+class QueueWarning(UserWarning):
+    """A key queue longer than the store can fill with other videos' keys."""
+
+
+def queue_room(videos: int, global_batch: int, per_sample: int) -> int:
+    """The most keys a queue can hold without keys of the current positives' own videos: one epoch's samples
+    other than the current batch, (videos - global_batch) x keys per sample (a video recurs once per epoch)."""
+    return max(videos - global_batch, 0) * per_sample
+
+
+def queue_warnings(method: Method, config: TrainConfig, videos: int, world: int) -> list[str]:
+    """One message per queue of ``method`` that exceeds ``queue_room``, saying what to use instead."""
+    out = []
+    for name, queue in method.named_modules():
+        if isinstance(queue, Queue):
+            room = queue_room(videos, config.batch_size * world, queue.per_sample)
+            size = len(queue.keys)
+            if size > room:
+                out.append(f"{config.method}: queue {name!r} holds {size} keys ({queue.per_sample} per sample), but "
+                           f"{videos} videos at a global batch of {config.batch_size * world} fill only {room} with "
+                           f"other videos' keys: it holds keys of the positives' own videos (false negatives; the "
+                           f"loss rises at first). Use pipelines/train/{config.method}_tiny.yaml (in-batch negatives, "
+                           f"queue 0) or method_args with queues of at most {room} keys")
+    return out
 
 
 def default_split(store: str) -> str | None:
@@ -239,6 +267,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     spec = ClipSpec(config.clip_len, config.stride, config.size, **config.augment)
     dataset = ClipDataset(config.store, modalities=method.modalities, split=split, views=method.views,
                           seed=config.seed, spec=spec, sampler=method.sampler())
+    if rank == 0:
+        for message in queue_warnings(method, config, len(dataset.videos), world):
+            warnings.warn(message, QueueWarning, stacklevel=2)
     optimizer = _optimizer(method, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps))

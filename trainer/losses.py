@@ -65,10 +65,14 @@ def batch_nce(query: torch.Tensor, keys: torch.Tensor, temperature: float = 0.1,
 
 
 class Queue(nn.Module):
-    """A FIFO of ``size`` normalised keys (D each), kept as buffers so checkpoints carry it."""
+    """A FIFO of ``size`` normalised keys (D each), kept as buffers so checkpoints carry it.
 
-    def __init__(self, dim: int, size: int):
+    ``per_sample``: keys a sample pushes (2 for two views); the queue then spans ``size / per_sample`` samples.
+    """
+
+    def __init__(self, dim: int, size: int, per_sample: int = 2):
         super().__init__()
+        self.per_sample = per_sample
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 

@@ -63,7 +63,7 @@ class MCL(Method):
         self.online = Heads(backbone, dict(backbone_args or {}), dim, order_dim if order_weight else 0)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.order_classifier = nn.Linear(3 * order_dim, 2) if order_weight else None
-        self.queue = Queue(dim, queue) if queue else None
+        self.queue = Queue(dim, queue, per_sample=3) if queue else None  # its other view and the two other clips
         self.momentum, self.temperature, self.intra_temperature = momentum, temperature, intra_temperature
         self.order_weight, self.mal_weight = order_weight, mal_weight
         self._sampler = MotionFocused(p=p, top=top, window=window, source=motion)
