@@ -150,3 +150,35 @@ def test_only_complete_videos_are_listed(synth_store, tmp_path):
     group = zarr.open_group(copy / "videos" / key, mode="r+")
     group.attrs["complete"] = False
     assert key not in [v.key for v in list_videos(copy)]
+
+
+def test_anchor_distances_follow_the_frame_types():
+    from trainer.data import anchor_distances
+
+    #            I  B  B  P  B  P  P  I  B
+    types = np.array([0, 2, 2, 1, 2, 1, 1, 0, 2])
+    past, future = anchor_distances(types)
+    assert list(past) == [1, 1, 2, 3, 1, 2, 1, 1, 1]
+    assert list(future) == [1, 2, 1, 1, 1, 1, 1, 1, 1]  # the last B-frame has no later anchor: 1
+    assert list(anchor_distances(np.array([2, 0]))[0]) == [1, 1]
+
+
+def test_vectors_per_frame_of_displacement(tmp_path):
+    from stores import write_store
+
+    # An object moving 1.5 px per frame to the right: a P-frame 3 frames after its anchor carries dx = 4.5,
+    # a B-frame dx = 1.5 back and -3 forward. Per frame, every vector is +-1.5.
+    types = np.array([0, 2, 2, 1, 2, 2, 1, 1], np.uint8)
+    past, future = np.array([0, 1, 2, 3, 1, 2, 3, 1]), np.array([0, 2, 1, 0, 2, 1, 0, 0])
+    mv = np.zeros((8, 8, 8, 4), np.float16)
+    mv[..., 0] = (1.5 * past)[:, None, None]
+    mv[..., 2] = (-1.5 * future)[:, None, None]
+    store = write_store(tmp_path / "gop.zarr", {"v": {"mv": mv, "frame_type": types}})
+    box = (0.0, 0.0, 32.0, 32.0)  # whole frame at output size 32: output pixels are stored pixels
+    for per_frame, want_past, want_future in [(False, 1.5 * past, -1.5 * future),
+                                              (True, 1.5 * (past > 0), -1.5 * (future > 0))]:
+        spec = ClipSpec(clip_len=8, stride=1, size=32, mv_per_frame=per_frame)
+        ds = ClipDataset(store, modalities=("mv",), spec=spec, train=False)
+        got = read_view(ds.group(0), ds.videos[0], View(0, box), ("mv",), spec, augment=False)["mv"]
+        np.testing.assert_allclose(got[0].mean((1, 2)).numpy(), want_past, atol=1e-6)
+        np.testing.assert_allclose(got[2].mean((1, 2)).numpy(), want_future, atol=1e-6)

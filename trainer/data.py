@@ -4,7 +4,8 @@ A sample is ``{"views": [view, ...], "label": int (-1 if none), "key": str, "vid
 each requested modality to a float tensor:
 
     rgb        (3, T, S, S)     normalised, (x/255 - 0.45) / 0.225
-    mv         (C, T, S/4, S/4) C = 4 (past dx, dy, future dx, dy) or 2 (past), in output pixels
+    mv         (C, T, S/4, S/4) C = 4 (past dx, dy, future dx, dy) or 2 (past), in output pixels; with
+                                ``mv_per_frame``, per frame of displacement (``anchor_distances``)
     residual   (3, T, S, S)     r / 255
     framediff  (3, T, S, S)     (x_t - x_{t-1}) / 255 of consecutive source frames; 0 at frame 0
     flow       (2, T, S, S)     in output pixels, frame t -> t+1
@@ -57,6 +58,7 @@ class ClipSpec:
     grayscale: float = 0.2  # probability
     flip: bool = True
     mv_channels: int = 4
+    mv_per_frame: bool = False  # divide vectors by the frames to their reference (``anchor_distances``)
 
     @property
     def span(self) -> int:
@@ -95,6 +97,25 @@ def list_videos(store_path: str) -> list[Video]:
             videos.append(Video(key, int(a["num_frames"]), int(a["stored_height"]), int(a["stored_width"]),
                                 a.get("label"), a.get("split"), a.get("fps")))
     return videos
+
+
+def anchor_distances(frame_type: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(past, future): frames from each frame to the reference its past / future vectors point to, in display
+    order. References are the anchors, every frame but B-frames (``frame_type`` 2): a frame's past reference is the
+    previous anchor, a B-frame's future one the next anchor, as the store's residual assumes (FFmpeg exports
+    only past/future, not which reference; with B-frames as references or several reference frames this is the
+    usual case, not every block's). 1 where a frame has no such vectors (I-frames; the future of I/P-frames)
+    or no such anchor (a leading B-frame's past).
+    """
+    types = np.asarray(frame_type)
+    t = np.arange(len(types))
+    anchors = np.where(types != 2, t, -1)
+    previous = np.concatenate([[-1], np.maximum.accumulate(anchors)[:-1]])  # the last anchor before t
+    later = np.where(anchors >= 0, t, len(t))
+    following = np.concatenate([np.minimum.accumulate(later[::-1])[::-1][1:], [len(t)]])  # the first after t
+    past = np.where((previous >= 0) & (types != 0), t - previous, 1)
+    future = np.where((following < len(t)) & (types == 2), following - t, 1)
+    return past, future
 
 
 def clip_indices(start: int, spec: ClipSpec, num_frames: int) -> np.ndarray:
@@ -205,6 +226,7 @@ class VideoArrays:
     def __init__(self, group: zarr.Group):
         self.group = group
         self._arrays: dict[str, zarr.Array] = {}
+        self._anchors: tuple[np.ndarray, np.ndarray] | None = None
 
     def __getitem__(self, name: str) -> zarr.Array:
         if name not in self._arrays:
@@ -213,6 +235,12 @@ class VideoArrays:
 
     def __contains__(self, name: str) -> bool:
         return name in self._arrays or name in self.group
+
+    def anchor_distances(self) -> tuple[np.ndarray, np.ndarray]:
+        """``anchor_distances`` of the video's ``frame_type``, read once."""
+        if self._anchors is None:
+            self._anchors = anchor_distances(self["frame_type"][:])
+        return self._anchors
 
 
 def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalities: Sequence[str], spec: ClipSpec,
@@ -237,6 +265,10 @@ def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalit
         out["residual"] = _channels_first(_flip(crop_resize(res, view.box, spec.size), view.flip))
     if "mv" in modalities:
         mv = group["mv"][lo:hi][idx - lo][..., : spec.mv_channels].astype(np.float32)
+        if spec.mv_per_frame:
+            past, future = (group.anchor_distances() if isinstance(group, VideoArrays) else
+                            anchor_distances(group["frame_type"][:]))
+            mv /= np.stack([past[idx], past[idx], future[idx], future[idx]], -1)[:, None, None, : spec.mv_channels]
         mv = scale_vectors(crop_resize(mv, view.box, spec.size // 4, cell=4), view.box, spec.size, view.flip)
         out["mv"] = _channels_first(_flip(mv, view.flip))
     if "flow" in modalities:

@@ -65,6 +65,7 @@ class TrainConfig:
     stride: int = 2
     size: int = 112
     split: str | None = None  # None: "train" when the store has splits, else every video
+    mv_per_frame: bool = False  # motion vectors per frame of displacement (trainer.data.anchor_distances)
     augment: dict = field(default_factory=dict)  # ClipSpec overrides: scale, ratio, jitter, grayscale, flip, ...
     bn: str = ""  # "shuffle", "sync" or "local" (trainer.batchnorm); "" = the method's paper choice (Method.bn)
 
@@ -264,7 +265,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     torch.manual_seed(config.seed)
     method = build_method(config).to(device)
     split = config.split if config.split is not None else default_split(config.store)
-    spec = ClipSpec(config.clip_len, config.stride, config.size, **config.augment)
+    spec = ClipSpec(config.clip_len, config.stride, config.size, mv_per_frame=config.mv_per_frame, **config.augment)
     dataset = ClipDataset(config.store, modalities=method.modalities, split=split, views=method.views,
                           seed=config.seed, spec=spec, sampler=method.sampler())
     if rank == 0:
