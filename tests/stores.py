@@ -46,3 +46,37 @@ def decode_index(rgb, step: int = 4) -> np.ndarray:
     x = np.asarray(rgb, np.float64)
     value = (x.reshape(3, -1, x.shape[-2] * x.shape[-1]).mean(-1)[0] * STD + MEAN) * 255
     return np.rint(value / step).astype(int)
+
+
+def moving_textures(videos: int = 16, t: int = 24, size: int = 32, seed: int = 0) -> dict:
+    """``videos`` videos for ``write_store``: a static random texture with a square of another texture crossing it
+    at the video's own whole-pixel velocity (wrapping around), the exact vectors (``mv``: past dx, dy = -velocity on
+    the square's cells, 0 elsewhere; a square edge on 4-pixel cells), I-frames at 0 and t/2, labels by horizontal
+    direction. Every method's inputs, no encoder involved."""
+    from mvtools.synth import texture
+
+    rng = np.random.default_rng(seed)
+    out, side = {}, size // 2
+    for i in range(videos):
+        background, patch = texture(rng, size), texture(rng, side)
+        vx, vy = 0, 0
+        while vx == 0:
+            vx, vy = (int(v) for v in rng.integers(-2, 3, 2))
+        x0, y0 = (int(v) for v in rng.integers(0, size, 2))
+        frames = np.repeat(background[None], t, 0)
+        mv = np.zeros((t, size // 4, size // 4, 4), np.float16)
+        for k in range(t):
+            ys = (y0 + vy * k + np.arange(side)) % size
+            xs = (x0 + vx * k + np.arange(side)) % size
+            frames[k][np.ix_(ys, xs)] = patch
+            if k:
+                cells = np.zeros((size, size), bool)
+                cells[np.ix_(ys, xs)] = True
+                on = cells.reshape(size // 4, 4, size // 4, 4).mean((1, 3)) >= 0.5
+                mv[k][on, 0], mv[k][on, 1] = -vx, -vy
+        keys = np.array([0, t // 2], np.int32)
+        types = np.ones(t, np.uint8)
+        types[keys] = 0
+        out[f"v{i:02d}"] = {"frames": frames, "mv": mv, "frame_type": types, "keyframes": frames[keys],
+                            "keyframe_index": keys, "label": "right" if vx > 0 else "left"}
+    return out

@@ -223,7 +223,7 @@ def half_starts(num_frames: int, span: int, second: bool) -> tuple[int, int]:
 
 
 class _LRU(OrderedDict):
-    def __init__(self, size: int):
+    def __init__(self, size: int = 1024):  # a default: copies and pickles rebuild it without arguments
         super().__init__()
         self.size = size
 
