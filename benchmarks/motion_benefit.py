@@ -19,6 +19,9 @@ direction is the label) and light colour jitter (at this CPU budget, with the re
 supervised tiny 3D CNN learns these motions or not depending on the seed: 9% to 90% top-1 after 150 steps).
 ``--keep DIR`` keeps the videos and stores (reused on the next run); ``--json FILE`` records every run as it
 finishes and reuses the runs already recorded there with the same settings (rerun a subset, print the whole).
+``--variant NAME:METHOD:JSON`` adds a row trained like METHOD with its ``method_args`` updated by JSON (a loss-term
+ablation, e.g. ``mcl_no_mal:mcl:{"mal_weight": 0}``); the checkpoints stay in DIR/runs for
+``benchmarks/motion_probe.py`` when ``--keep`` is given.
 """
 
 from __future__ import annotations
@@ -98,11 +101,13 @@ def preprocessing_costs(videos_dir: Path, work: Path, sample: int) -> list[tuple
     return costs
 
 
-def run(method: str, seed: int, store: Path, work: Path, args) -> dict:
-    out = work / "runs" / f"{store.stem}_{method}_{seed}"
+def run(name: str, seed: int, store: Path, work: Path, args) -> dict:
+    method, overrides = variants(args).get(name, (name, {}))
+    out = work / "runs" / f"{store.stem}_{name}_{seed}"
     config = TrainConfig.from_yaml(recipe(method), store=str(store), out=str(out), seed=seed, steps=args.steps,
                                    batch_size=args.batch_size, workers=args.workers,
                                    augment=json.loads(args.augment))
+    config.method_args.update(overrides)
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
@@ -110,6 +115,15 @@ def run(method: str, seed: int, store: Path, work: Path, args) -> dict:
     seconds = time.perf_counter() - t0
     result = evaluate(out / "checkpoint.pt", store, workers=args.workers)
     return {**result, "train_s": seconds}
+
+
+def variants(args) -> dict[str, tuple[str, dict]]:
+    """--variant NAME:METHOD:JSON -> {NAME: (METHOD, method_args overrides)}."""
+    out = {}
+    for text in args.variant:
+        name, method, overrides = text.split(":", 2)
+        out[name] = (method, json.loads(overrides))
+    return out
 
 
 def settings(args) -> dict:
@@ -135,7 +149,8 @@ def table(name: str, results: dict, args) -> None:
         top1 = [r["linear_top1"] for r in rs]
         gain = f"{(statistics.mean(top1) - base) * 100:+.1f}" if base is not None else ""
         per_seed = ", ".join(f"{v * 100:.1f}" for v in top1)
-        print(f"| {m} | {MOTION_INPUT.get(m, ('?', ''))[0]} | {cell(top1)} | {gain} | {per_seed} | "
+        motion = MOTION_INPUT.get(variants(args).get(m, (m,))[0], ("?", ""))[0]
+        print(f"| {m} | {motion} | {cell(top1)} | {gain} | {per_seed} | "
               f"{cell([r['knn_top1'] for r in rs])} | {cell([r['recall@5'] for r in rs])} | "
               f"{statistics.mean(r['train_s'] for r in rs):.0f} |")
 
@@ -157,8 +172,10 @@ def main() -> None:
     parser.add_argument("--keep", metavar="DIR", help="keep the videos and stores here (reused when they exist)")
     parser.add_argument("--json", metavar="FILE", help="record every run here; runs recorded with the same "
                                                        "settings are reused")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:METHOD:JSON",
+                        help="also train METHOD with these method_args as row NAME (repeatable)")
     args = parser.parse_args()
-    sets, methods = args.sets.split(","), args.methods.split(",")
+    sets, methods = args.sets.split(","), args.methods.split(",") + list(variants(args))
     seeds = [int(s) for s in args.seeds.split(",")]
     record = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
     if record.get("settings", settings(args)) != settings(args):
@@ -177,8 +194,10 @@ def main() -> None:
             for m in methods:
                 for seed in seeds:
                     key = f"{name}/{m}/{seed}"
+                    if m in variants(args):
+                        key += "/" + json.dumps(variants(args)[m], sort_keys=True)
                     if key not in runs:
-                        runs[key] = run(m, seed, store, Path(tmp), args)
+                        runs[key] = run(m, seed, store, work, args)
                         if args.json:
                             Path(args.json).write_text(json.dumps(record, indent=1))
                     results[name].setdefault(m, []).append(runs[key])

@@ -353,7 +353,7 @@ def _state(config, method, optimizer, scheduler, step, world) -> dict:
     for name, p in method.state_dict().items():
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise TrainingFailed(f"step {step}: {name} holds non-finite values; checkpoint not written")
-    return {"format": FORMAT, "config": asdict(config), "step": step, "world_size": world,
+    return {"format": FORMAT, "config": {**asdict(config), "bn": method.bn}, "step": step, "world_size": world,
             "model": method.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": _rng_state()}
 
