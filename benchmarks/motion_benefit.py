@@ -117,6 +117,46 @@ def run(name: str, seed: int, store: Path, work: Path, args) -> dict:
     return {**result, "train_s": seconds}
 
 
+def supervised(seed: int, store: Path, args) -> dict:
+    """The reference of what labels teach the same network at the same budget: the tiny backbone and a linear
+    head trained with cross-entropy on the train split (same clips, steps, batch, augmentation, AdamW at the
+    tiny recipes' lr), tested with 4 centre clips per video (softmax averaged): top-1 on the test split."""
+    import torch
+    import torch.nn.functional as F
+
+    from trainer.data import ClipDataset, ClipSpec, StepBatches, list_videos
+    from trainer.evaluate import split_keys
+    from trainer.models import build
+
+    config = TrainConfig.from_yaml(recipe("rgb"), seed=seed, augment=json.loads(args.augment))
+    torch.manual_seed(seed)
+    train_keys, test_keys, _ = split_keys(list_videos(store))
+    spec = ClipSpec(config.clip_len, config.stride, config.size, **config.augment)
+    data = ClipDataset(store, keys=train_keys, views=1, spec=spec, seed=seed)
+    net = build(config.backbone, 3)
+    head = torch.nn.Linear(net.out_dim, len(data.classes))
+    params = list(net.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    batches = StepBatches(len(data), args.batch_size, seed=seed, steps=args.steps)
+    t0 = time.perf_counter()
+    for batch in torch.utils.data.DataLoader(data, batch_sampler=batches, num_workers=args.workers):
+        loss = F.cross_entropy(head(net(batch["views"][0]["rgb"])), batch["label"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - t0
+    net.eval()
+    test = ClipDataset(store, keys=test_keys, train=False, clips_per_video=4, spec=spec)
+    scores: dict[int, list] = {}
+    with torch.no_grad():
+        for batch in torch.utils.data.DataLoader(test, batch_size=16, num_workers=args.workers):
+            for p, video, label in zip(F.softmax(head(net(batch["views"][0]["rgb"])), 1), batch["video"].tolist(),
+                                       batch["label"].tolist()):
+                scores.setdefault(video, [0, label])[0] += p
+    top1 = statistics.mean(float(int(s.argmax()) == label) for s, label in scores.values())
+    return {"top1": top1, "train_s": seconds}
+
+
 def variants(args) -> dict[str, tuple[str, dict]]:
     """--variant NAME:METHOD:JSON -> {NAME: (METHOD, method_args overrides)}."""
     out = {}
@@ -137,7 +177,7 @@ def cell(values) -> str:
 
 
 def table(name: str, results: dict, args) -> None:
-    first = next(iter(results.values()))[0]
+    first = next(rs for m, rs in results.items() if m != "supervised")[0]
     print(f"\n{name}: {args.videos} videos, {SETS[name][1]}, {first['classes']} classes, {first['train_videos']} "
           f"train / {first['test_videos']} test; tiny backbone, {args.steps} steps x batch {args.batch_size}; "
           f"augment {args.augment}; seeds {args.seeds}\n")
@@ -146,6 +186,8 @@ def table(name: str, results: dict, args) -> None:
     print("|---|---|---|---|---|---|---|---|")
     base = statistics.mean(r["linear_top1"] for r in results["rgb"]) if "rgb" in results else None
     for m, rs in results.items():
+        if m == "supervised":
+            continue
         top1 = [r["linear_top1"] for r in rs]
         gain = f"{(statistics.mean(top1) - base) * 100:+.1f}" if base is not None else ""
         per_seed = ", ".join(f"{v * 100:.1f}" for v in top1)
@@ -153,6 +195,11 @@ def table(name: str, results: dict, args) -> None:
         print(f"| {m} | {motion} | {cell(top1)} | {gain} | {per_seed} | "
               f"{cell([r['knn_top1'] for r in rs])} | {cell([r['recall@5'] for r in rs])} | "
               f"{statistics.mean(r['train_s'] for r in rs):.0f} |")
+    if "supervised" in results:
+        top1 = [r["top1"] for r in results["supervised"]]
+        print(f"| *supervised reference* | labels, RGB | {cell(top1)} (own classifier) | | "
+              f"{', '.join(f'{v * 100:.1f}' for v in top1)} | | | "
+              f"{statistics.mean(r['train_s'] for r in results['supervised']):.0f} |")
 
 
 def main() -> None:
@@ -172,6 +219,7 @@ def main() -> None:
     parser.add_argument("--keep", metavar="DIR", help="keep the videos and stores here (reused when they exist)")
     parser.add_argument("--json", metavar="FILE", help="record every run here; runs recorded with the same "
                                                        "settings are reused")
+    parser.add_argument("--no-supervised", action="store_true", help="skip the supervised reference row")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:METHOD:JSON",
                         help="also train METHOD with these method_args as row NAME (repeatable)")
     args = parser.parse_args()
@@ -191,6 +239,13 @@ def main() -> None:
             if name == "camera" and args.cost_videos:
                 costs = preprocessing_costs(work / f"{name}_videos", Path(tmp), args.cost_videos)
             results[name] = {}
+            for seed in seeds if not args.no_supervised else []:
+                key = f"{name}/supervised/{seed}"
+                if key not in runs:
+                    runs[key] = supervised(seed, store, args)
+                    if args.json:
+                        Path(args.json).write_text(json.dumps(record, indent=1))
+                results[name].setdefault("supervised", []).append(runs[key])
             for m in methods:
                 for seed in seeds:
                     key = f"{name}/{m}/{seed}"

@@ -3,20 +3,17 @@ moving background, with motion that changes over time within a video.
 
 What MCD's negatives (other times of the same video move differently), MCL's motion boundaries (object edges)
 and FIMA's foreground cells (the objects) assume, and the camera-motion set of ``mvtools synth`` lacks. Each
-video has 2-4 objects (discs or squares of their own random texture, radius 10-20 px at 192 x 128) over a
+video has 3-5 objects (discs or squares of their own random texture, radius 14-24 px at 192 x 128) over a
 random texture that drifts 0.2-0.5 px per frame in a random direction. The class is the law the objects move
-by; every object follows it with its own centre, phase, amplitude and period (20-32 frames), so objects move
-independently and their velocity turns within a clip:
+by; every object follows it with its own position, phase, period (16-28 frames) and peak speed, so objects move
+independently and their speed rises and falls within a clip:
 
-    swing_h, swing_v, swing_diag, swing_anti   back and forth along one axis (x, y, x = y, x = -y)
-    orbit_cw, orbit_ccw                        around a circle, clockwise / counter-clockwise on screen
-    stop_go                                    along a random direction, speed |sin|: moves, stops, moves on
-    spin                                       in place, turning, the sense reversing every half period
+    left, right, up, down   translating that way, each object stopping and going on its own rhythm (objects
+                            leaving the frame come back on the other side)
+    orbit_cw, orbit_ccw     around a circle of their own, clockwise / counter-clockwise on screen
+    spin_cw, spin_ccw       turning in place, clockwise / counter-clockwise, at a rising and falling rate
 
-Appearance (textures, shapes, count, positions, drift) is drawn independently of the class.
-
-    python benchmarks/synth_objects.py OUT_DIR [--videos 128] [--seed 0]   # writes OUT/<class>/<class>_<i>.mp4
-"""
+Appearance (textures, shapes, count, positions, drift) is drawn independently of the class."""
 
 from __future__ import annotations
 
@@ -32,32 +29,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvtools.synth import encode_video, texture  # noqa: E402
 
-CLASSES = ("swing_h", "swing_v", "swing_diag", "swing_anti", "orbit_cw", "orbit_ccw", "stop_go", "spin")
-AXES = {"swing_h": (1.0, 0.0), "swing_v": (0.0, 1.0), "swing_diag": (0.7071, 0.7071), "swing_anti": (0.7071, -0.7071)}
+CLASSES = ("left", "right", "up", "down", "orbit_cw", "orbit_ccw", "spin_cw", "spin_ccw")
+DIRECTIONS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
+#: ranges drawn per video or object (pixels at 192 x 128, frames, degrees)
+COUNT, SIZE = (3, 5), (14, 24)  # objects per video, their radius
+PERIOD = (16, 28)  # of the speed's ups and downs, of an orbit
+SPEED, ORBIT, SPIN = (2.5, 4.5), (14, 24), (6, 12)  # peak px / frame, orbit radius px, peak degrees / frame
 
 
 def trajectory(law: str, t: np.ndarray, rng: np.random.Generator, centre: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """(positions (T, 2) in pixels, rotation angles (T,) in degrees) of one object moving by ``law``."""
-    period = rng.uniform(20, 32)
+    w = 2 * math.pi / rng.uniform(*PERIOD)
     phase = rng.uniform(0, 2 * math.pi)
-    w = 2 * math.pi / period
+    pulse = np.abs(np.sin(w * t / 2 + phase))  # 0..1, the object's own stop-and-go
     angle = np.zeros(len(t))
-    if law in AXES:
-        amplitude = rng.uniform(12, 24)
-        offset = amplitude * np.sin(w * t + phase)[:, None] * np.array(AXES[law])
+    offset = np.zeros((len(t), 2))
+    if law in DIRECTIONS:
+        speed = rng.uniform(*SPEED) * pulse
+        offset = (np.cumsum(speed) - speed[0])[:, None] * np.array(DIRECTIONS[law])
     elif law in ("orbit_cw", "orbit_ccw"):
-        radius = rng.uniform(10, 20)
         sense = 1.0 if law == "orbit_cw" else -1.0  # image y points down: +angle in x, y is clockwise on screen
+        radius = rng.uniform(*ORBIT)
         offset = radius * np.stack([np.cos(sense * w * t + phase), np.sin(sense * w * t + phase)], 1)
-    elif law == "stop_go":
-        direction = rng.uniform(0, 2 * math.pi)
-        speed = rng.uniform(2.0, 3.5) * np.abs(np.sin(w * t + phase))  # px per frame
-        distance = np.cumsum(speed) - speed[0]
-        offset = distance[:, None] * np.array([math.cos(direction), math.sin(direction)])
-    elif law == "spin":
-        offset = np.zeros((len(t), 2))
-        rate = rng.uniform(5, 9) * np.sign(np.sin(w * t + phase) + 1e-9)  # degrees per frame, reversing
+    elif law in ("spin_cw", "spin_ccw"):
+        rate = rng.uniform(*SPIN) * (0.25 + 0.75 * pulse) * (-1.0 if law == "spin_cw" else 1.0)  # cv2: + is ccw
         angle = np.cumsum(rate) - rate[0]
     else:
         raise ValueError(f"unknown law {law!r}; choose from {', '.join(CLASSES)}")
@@ -72,8 +68,8 @@ def render_objects(law: str, rng: np.random.Generator, *, num_frames: int = 48, 
     canvas = texture(rng, 2 * max(width, height))
     t = np.arange(num_frames, dtype=np.float64)
     objects = []
-    for _ in range(int(rng.integers(2, 5))):
-        r = int(rng.integers(10, 21))
+    for _ in range(int(rng.integers(COUNT[0], COUNT[1] + 1))):
+        r = int(rng.integers(SIZE[0], SIZE[1] + 1))
         patch = texture(rng, 2 * r)
         mask = np.zeros((2 * r, 2 * r), np.float32)
         if rng.random() < 0.5:
@@ -82,8 +78,7 @@ def render_objects(law: str, rng: np.random.Generator, *, num_frames: int = 48, 
             mask[1:-1, 1:-1] = 1.0
         centre = np.array([rng.uniform(0.2, 0.8) * width, rng.uniform(0.25, 0.75) * height])
         positions, angles = trajectory(law, t, rng, centre)
-        # stop_go wanders off: wrap its path around the frame
-        positions = np.mod(positions, [width, height]) if law == "stop_go" else positions
+        positions = np.mod(positions, [width, height])  # translations leave on one side, come back on the other
         objects.append((patch, mask, r, positions, angles))
     frames = []
     for k in range(num_frames):
