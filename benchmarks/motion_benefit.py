@@ -1,22 +1,34 @@
-"""Does motion-aware pretraining learn motion? Pretrain each method on a dataset whose classes differ only by
-motion (``mvtools synth``: camera moves over random textures), with the same backbone, steps and seed, then
-evaluate by linear probe and retrieval. Prints a markdown table (mean +- std over seeds), and what each method's
-motion input costs to prepare: extraction time per frame with and without it, measured in the same run.
+"""Does motion-aware pretraining learn motion? Pretrain each method on synthetic datasets whose classes differ
+only by motion, with the same backbone, steps and seed, then evaluate by linear probe and retrieval. Two sets:
 
-    python benchmarks/motion_benefit.py [--methods rgb,mcd,maclr,mcl,fima,hcml] [--seeds 0,1,2] [--steps 300]
+    camera    ``mvtools synth``: a camera moving over random textures (8 classes: 4 directions, zoom in/out,
+              rotate cw/ccw); one global motion, constant in time
+    objects   ``benchmarks/synth_objects.py``: 2-4 objects moving independently over a textured, slightly drifting
+              background, their motion changing within a clip (8 laws: swings along 4 axes, orbits cw/ccw,
+              stop-and-go, spinning); what MCD's negatives, MCL's boundaries and FIMA's foreground assume
+
+Prints a markdown table per set (mean +- std over seeds, and every seed), and what each method's motion input
+costs to prepare: extraction time per frame with and without it, measured in the same run (camera set).
+
+    python benchmarks/motion_benefit.py [--sets camera,objects] [--methods rgb,mcd,...] [--seeds 0,1,2]
 
 Each method trains from its tiny recipe ``pipelines/train/<method>_tiny.yaml`` (same backbone and clip spec
 for all); ``--steps``, ``--batch-size`` and ``--augment`` override every recipe alike. The default augmentation
 here has no flips (a mirrored clip turns "left" into "right" and "rotate_cw" into "rotate_ccw": here the
 direction is the label) and light colour jitter (at this CPU budget, with the recipes' jitter of 0.4 even a
 supervised tiny 3D CNN learns these motions or not depending on the seed: 9% to 90% top-1 after 150 steps).
-``--store`` keeps the extracted store (and reuses it on the next run).
+``--keep DIR`` keeps the videos and stores (reused on the next run); ``--json FILE`` records every run as it
+finishes and reuses the runs already recorded there with the same settings (rerun a subset, print the whole).
+``--variant NAME:METHOD:JSON`` adds a row trained like METHOD with its ``method_args`` updated by JSON (a loss-term
+ablation, e.g. ``mcl_no_mal:mcl:{"mal_weight": 0}``); the checkpoints stay in DIR/runs for
+``benchmarks/motion_probe.py`` when ``--keep`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.synth_objects import make_object_dataset  # noqa: E402
 from mvtools.extract import ExtractConfig, extract  # noqa: E402
 from mvtools.synth import make_dataset  # noqa: E402
 from trainer.evaluate import evaluate  # noqa: E402
@@ -57,9 +70,15 @@ def recipe(method: str) -> Path:
     return ROOT / "pipelines" / "train" / f"{method}_tiny.yaml"
 
 
-def build_store(videos_dir: Path, store: Path, videos: int, frames: int) -> Path:
+#: set -> (how its videos are made, what it is)
+SETS = {"camera": (make_dataset, "camera motion over random textures (mvtools synth)"),
+        "objects": (make_object_dataset, "objects moving independently over a drifting texture "
+                                         "(benchmarks/synth_objects.py)")}
+
+
+def build_store(name: str, videos_dir: Path, store: Path, videos: int, frames: int) -> Path:
     if not (store / "zarr.json").exists():
-        make_dataset(videos_dir, videos=videos, seed=1234, num_frames=frames)
+        SETS[name][0](videos_dir, videos=videos, seed=1234, num_frames=frames)
         report = extract(videos_dir, store, ExtractConfig(modalities=MODALITIES), progress=False)
         assert not report.failed, report.failed
     return store
@@ -82,11 +101,15 @@ def preprocessing_costs(videos_dir: Path, work: Path, sample: int) -> list[tuple
     return costs
 
 
-def run(method: str, seed: int, store: Path, work: Path, args) -> dict:
-    out = work / "runs" / f"{method}_{seed}"
+def run(name: str, seed: int, store: Path, work: Path, args) -> dict:
+    method, overrides = variants(args).get(name, (name, {}))
+    out = work / "runs" / f"{store.stem}_{name}_{seed}"
     config = TrainConfig.from_yaml(recipe(method), store=str(store), out=str(out), seed=seed, steps=args.steps,
                                    batch_size=args.batch_size, workers=args.workers,
                                    augment=json.loads(args.augment))
+    config.method_args.update(overrides)
+    if out.exists():
+        shutil.rmtree(out)
     t0 = time.perf_counter()
     train(config, progress=False)
     seconds = time.perf_counter() - t0
@@ -94,8 +117,94 @@ def run(method: str, seed: int, store: Path, work: Path, args) -> dict:
     return {**result, "train_s": seconds}
 
 
+def supervised(seed: int, store: Path, args) -> dict:
+    """The reference of what labels teach the same network at the same budget: the tiny backbone and a linear
+    head trained with cross-entropy on the train split (same clips, steps, batch, augmentation, AdamW at the
+    tiny recipes' lr), tested with 4 centre clips per video (softmax averaged): top-1 on the test split."""
+    import torch
+    import torch.nn.functional as F
+
+    from trainer.data import ClipDataset, ClipSpec, StepBatches, list_videos
+    from trainer.evaluate import split_keys
+    from trainer.models import build
+
+    config = TrainConfig.from_yaml(recipe("rgb"), seed=seed, augment=json.loads(args.augment))
+    torch.manual_seed(seed)
+    train_keys, test_keys, _ = split_keys(list_videos(store))
+    spec = ClipSpec(config.clip_len, config.stride, config.size, **config.augment)
+    data = ClipDataset(store, keys=train_keys, views=1, spec=spec, seed=seed)
+    net = build(config.backbone, 3)
+    head = torch.nn.Linear(net.out_dim, len(data.classes))
+    params = list(net.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    batches = StepBatches(len(data), args.batch_size, seed=seed, steps=args.steps)
+    t0 = time.perf_counter()
+    for batch in torch.utils.data.DataLoader(data, batch_sampler=batches, num_workers=args.workers):
+        loss = F.cross_entropy(head(net(batch["views"][0]["rgb"])), batch["label"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - t0
+    net.eval()
+    test = ClipDataset(store, keys=test_keys, train=False, clips_per_video=4, spec=spec)
+    scores: dict[int, list] = {}
+    with torch.no_grad():
+        for batch in torch.utils.data.DataLoader(test, batch_size=16, num_workers=args.workers):
+            for p, video, label in zip(F.softmax(head(net(batch["views"][0]["rgb"])), 1), batch["video"].tolist(),
+                                       batch["label"].tolist()):
+                scores.setdefault(video, [0, label])[0] += p
+    top1 = statistics.mean(float(int(s.argmax()) == label) for s, label in scores.values())
+    return {"top1": top1, "train_s": seconds}
+
+
+def variants(args) -> dict[str, tuple[str, dict]]:
+    """--variant NAME:METHOD:JSON -> {NAME: (METHOD, method_args overrides)}."""
+    out = {}
+    for text in args.variant:
+        name, method, overrides = text.split(":", 2)
+        out[name] = (method, json.loads(overrides))
+    return out
+
+
+def settings(args) -> dict:
+    """What a recorded run must share with this one to be reused."""
+    return {k: getattr(args, k) for k in ("steps", "augment", "batch_size", "videos", "frames")}
+
+
+def cell(values) -> str:
+    mean = statistics.mean(values) * 100
+    return f"{mean:.1f} +- {statistics.stdev(values) * 100:.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def table(name: str, results: dict, args) -> None:
+    first = next(rs for m, rs in results.items() if m != "supervised")[0]
+    print(f"\n{name}: {args.videos} videos, {SETS[name][1]}, {first['classes']} classes, {first['train_videos']} "
+          f"train / {first['test_videos']} test; tiny backbone, {args.steps} steps x batch {args.batch_size}; "
+          f"augment {args.augment}; seeds {args.seeds}\n")
+    print("| method | motion input | linear top-1 (%) | vs rgb | per seed | kNN top-1 (%) | recall@5 (%) | "
+          "train s/run |")
+    print("|---|---|---|---|---|---|---|---|")
+    base = statistics.mean(r["linear_top1"] for r in results["rgb"]) if "rgb" in results else None
+    for m, rs in results.items():
+        if m == "supervised":
+            continue
+        top1 = [r["linear_top1"] for r in rs]
+        gain = f"{(statistics.mean(top1) - base) * 100:+.1f}" if base is not None else ""
+        per_seed = ", ".join(f"{v * 100:.1f}" for v in top1)
+        motion = MOTION_INPUT.get(variants(args).get(m, (m,))[0], ("?", ""))[0]
+        print(f"| {m} | {motion} | {cell(top1)} | {gain} | {per_seed} | "
+              f"{cell([r['knn_top1'] for r in rs])} | {cell([r['recall@5'] for r in rs])} | "
+              f"{statistics.mean(r['train_s'] for r in rs):.0f} |")
+    if "supervised" in results:
+        top1 = [r["top1"] for r in results["supervised"]]
+        print(f"| *supervised reference* | labels, RGB | {cell(top1)} (own classifier) | | "
+              f"{', '.join(f'{v * 100:.1f}' for v in top1)} | | | "
+              f"{statistics.mean(r['train_s'] for r in results['supervised']):.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default="camera,objects", help=f"from {', '.join(SETS)}")
     parser.add_argument("--methods", default=",".join(m for m in REGISTRY if recipe(m).exists()))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=300)
@@ -105,40 +214,52 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=128, help="8 motion classes, videos / 8 each")
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--cost-videos", type=int, default=16, help="videos timed for the preprocessing table")
-    parser.add_argument("--store", help="keep the synthetic store here (reused when it exists)")
-    parser.add_argument("--json", metavar="FILE", help="also write every run's result here")
+    parser.add_argument("--cost-videos", type=int, default=16, help="videos timed for the preprocessing table "
+                                                                     "(0: no table)")
+    parser.add_argument("--keep", metavar="DIR", help="keep the videos and stores here (reused when they exist)")
+    parser.add_argument("--json", metavar="FILE", help="record every run here; runs recorded with the same "
+                                                       "settings are reused")
+    parser.add_argument("--no-supervised", action="store_true", help="skip the supervised reference row")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:METHOD:JSON",
+                        help="also train METHOD with these method_args as row NAME (repeatable)")
     args = parser.parse_args()
-    methods, seeds = args.methods.split(","), [int(s) for s in args.seeds.split(",")]
+    sets, methods = args.sets.split(","), args.methods.split(",") + list(variants(args))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    record = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else {}
+    if record.get("settings", settings(args)) != settings(args):
+        record = {}  # other settings: nothing to reuse
+    record.update(settings=settings(args))
+    runs = record.setdefault("runs", {})
+    costs = []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        store = Path(args.store) if args.store else work / "store.zarr"
-        videos_dir = store.parent / (store.stem + "_videos")
-        build_store(videos_dir, store, args.videos, args.frames)
-        costs = preprocessing_costs(videos_dir, work, args.cost_videos) if videos_dir.exists() else []
-        results = {m: [run(m, s, store, work, args) for s in seeds] for m in methods}
-    if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "preprocessing_ms_per_frame": costs}, indent=1))
-
-    def cell(values):
-        mean = statistics.mean(values) * 100
-        return f"{mean:.1f} +- {statistics.stdev(values) * 100:.1f}" if len(values) > 1 else f"{mean:.1f}"
-
-    first = next(iter(results.values()))[0]
-    print(f"\n{args.videos} synthetic videos, {first['classes']} motion classes, {first['train_videos']} train / "
-          f"{first['test_videos']} test; tiny backbone, {args.steps} steps x batch {args.batch_size}; "
-          f"augment {args.augment}; seeds {args.seeds}\n")
-    print("| method | motion input | linear top-1 (%) | vs rgb | kNN top-1 (%) | recall@5 (%) | train s/run |")
-    print("|---|---|---|---|---|---|---|")
-    base = statistics.mean(r["linear_top1"] for r in results["rgb"]) if "rgb" in results else None
-    for m, rs in results.items():
-        mean = statistics.mean(r["linear_top1"] for r in rs)
-        gain = f"{(mean - base) * 100:+.1f}" if base is not None else ""
-        print(f"| {m} | {MOTION_INPUT.get(m, ('?', ''))[0]} | {cell([r['linear_top1'] for r in rs])} | {gain} | "
-              f"{cell([r['knn_top1'] for r in rs])} | {cell([r['recall@5'] for r in rs])} | "
-              f"{statistics.mean(r['train_s'] for r in rs):.0f} |")
+        work = Path(args.keep) if args.keep else Path(tmp)
+        results = {}
+        for name in sets:
+            store = build_store(name, work / f"{name}_videos", work / f"{name}.zarr", args.videos, args.frames)
+            if name == "camera" and args.cost_videos:
+                costs = preprocessing_costs(work / f"{name}_videos", Path(tmp), args.cost_videos)
+            results[name] = {}
+            for seed in seeds if not args.no_supervised else []:
+                key = f"{name}/supervised/{seed}"
+                if key not in runs:
+                    runs[key] = supervised(seed, store, args)
+                    if args.json:
+                        Path(args.json).write_text(json.dumps(record, indent=1))
+                results[name].setdefault("supervised", []).append(runs[key])
+            for m in methods:
+                for seed in seeds:
+                    key = f"{name}/{m}/{seed}"
+                    if m in variants(args):
+                        key += "/" + json.dumps(variants(args)[m], sort_keys=True)
+                    if key not in runs:
+                        runs[key] = run(m, seed, store, work, args)
+                        if args.json:
+                            Path(args.json).write_text(json.dumps(record, indent=1))
+                    results[name].setdefault(m, []).append(runs[key])
+    for name in sets:
+        table(name, results[name], args)
     if costs:
-        print(f"\nPreparing the motion input: extraction of {args.cost_videos} of these videos in one process "
+        print(f"\nPreparing the motion input: extraction of {args.cost_videos} camera-set videos in one process "
               f"(one core), same run\n")
         print("| extraction | ms per frame | added by the step |")
         print("|---|---|---|")

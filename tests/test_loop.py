@@ -2,6 +2,7 @@ import csv
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -77,12 +78,65 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(synth_store, tmp_path
     assert len(rows(tmp_path)) == 3
 
 
+def test_nan_loss_exits_1_and_a_usage_error_exits_2(synth_store, tmp_path, diverging, capsys):
+    from mvtools.cli import main
+
+    recipe = tmp_path / "diverging.yaml"
+    recipe.write_text(f"method: {diverging}\nclip_len: 4\nsize: 32\ncheckpoint_every: 1\n"
+                      "method_args: {queue: 16}\n")
+    args = ["train", "--config", str(recipe), "--store", str(synth_store), "--steps", "6", "--batch-size", "2",
+            "--workers", "0", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "run")]) == 1
+    assert "step 4: loss is nan" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "run")]) == 2  # the run exists and --resume is not given
+    assert "--resume" in capsys.readouterr().err
+
+
 def test_checkpoint_loads_with_weights_only_and_rebuilds_the_method(synth_store, tmp_path):
     train(config(synth_store, tmp_path, steps=2), progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     method = build_method(state["config"])
     method.load_state_dict(state["model"])
     assert state["step"] == 2 and state["config"]["method"] == "rgb"
+
+
+def test_bn_mode_is_the_methods_unless_the_recipe_says_and_sync_keeps_the_checkpoint_names():
+    from trainer.batchnorm import SyncBatchNorm
+
+    base = {"method": "rgb", "backbone": "tiny", "backbone_args": {}, "method_args": {"queue": 8}}
+    assert build_method(base).bn == "shuffle"
+    assert build_method({**base, "method": "mcd", "method_args": {}}).bn == "sync"
+    local, sync = build_method({**base, "bn": "local"}), build_method({**base, "bn": "sync"})
+    assert not any(isinstance(m, SyncBatchNorm) for m in local.modules())
+    assert sum(isinstance(m, SyncBatchNorm) for m in sync.modules()) == sum(
+        isinstance(m, torch.nn.BatchNorm3d) for m in local.modules())
+    sync.load_state_dict(local.state_dict())  # same names: a checkpoint loads either way
+    x = {"views": [{"rgb": torch.randn(2, 3, 4, 16, 16)}] * 2}
+    torch.testing.assert_close(sync(x)["inst"], local(x)["inst"])  # one process: one batch, the same numbers
+    with pytest.raises(TrainError, match="bn must be one of"):
+        TrainConfig(bn="group").validate()
+
+
+def test_queue_room_is_one_epoch_of_other_videos():
+    from trainer.loop import queue_room
+
+    assert queue_room(videos=16, global_batch=4, per_sample=2) == 24 and queue_room(4, 8, 2) == 0
+    assert queue_room(240_000, 256, 3) == 3 * (240_000 - 256)
+
+
+def test_a_queue_longer_than_the_store_can_fill_is_warned_about_at_start(synth_store, tmp_path, capsys):
+    from mvtools.cli import main
+    from trainer.loop import QueueWarning
+
+    # 4 videos, global batch 2, 2 keys per sample: 4 keys of other videos at most.
+    with pytest.warns(QueueWarning, match=r"'queue' holds 6 keys .* fill only 4 .*rgb_tiny.yaml"):
+        train(config(synth_store, tmp_path / "a", steps=1, method_args={"queue": 6}), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", QueueWarning)
+        train(config(synth_store, tmp_path / "b", steps=1, method_args={"queue": 4}), progress=False)
+    assert main(["train", "--store", str(synth_store), "--out", str(tmp_path / "c"), "--steps", "1", "--batch-size",
+                 "2", "--workers", "0", "--quiet"]) == 0  # the default: a 4096-key queue
+    assert "mvtools train: warning: rgb: queue 'queue' holds 4096 keys" in capsys.readouterr().err
 
 
 def test_store_without_the_methods_modalities_is_refused(mv_only_store, tmp_path):

@@ -49,3 +49,37 @@ def test_mcd_reads_rgb_keyframe_and_motion_vectors_and_exports_the_clip_encoder(
     assert set(terms) == {"ctx", "mot"} and all(torch.isfinite(v) for v in terms.values())
     assert method.encoder is method.clip
     assert method.embed(batch["views"][0]).shape == (4, method.clip.out_dim)
+
+
+def test_the_iframe_has_the_clips_crop_and_flip_but_its_own_colour_jitter(tmp_path):
+    import numpy as np
+    from stores import write_store
+
+    ramp = np.broadcast_to(np.linspace(60, 160, 48).astype(np.uint8)[None, :, None], (48, 48, 3))
+    frames = np.broadcast_to(ramp, (40, 48, 48, 3)).copy()  # every frame, I-frames included, is the same ramp
+    keys = np.array([0, 10, 20, 30], np.int32)
+    store = write_store(tmp_path / "ramp.zarr", {"v": {"frames": frames, "mv": np.zeros((40, 12, 12, 4), np.float16),
+                                                       "keyframes": frames[keys], "keyframe_index": keys}})
+    method = MCD(backbone="tiny", future_len=4)
+    ds = ClipDataset(store, modalities=method.modalities, sampler=method.sampler(),
+                     spec=ClipSpec(clip_len=4, stride=2, size=32, jitter=0.4, grayscale=0.0))
+    for epoch in range(8):
+        view = ds[(0, epoch)]["views"][0]
+        clip_frame, iframe = view["rgb"][:, 0].flatten(), view["keyframe"].flatten()
+        # Brightness and contrast are affine maps of the pixels: the same crop and flip give a correlation of 1
+        # (-1 for a mirrored ramp), and own jitter gives another mean.
+        assert np.corrcoef(clip_frame.numpy(), iframe.numpy())[0, 1] > 0.999
+        assert (clip_frame.mean() - iframe.mean()).abs() > 1e-3
+
+
+def test_dense_targets_on_the_authors_grid_at_paper_scale():
+    from pathlib import Path
+
+    from trainer.loop import TrainConfig, build_method
+
+    config = TrainConfig.from_yaml(Path(__file__).parents[1] / "pipelines" / "train" / "mcd.yaml")
+    config.method_args["motion_args"] = {**config.method_args["motion_args"], "width": 0.125}  # same grid, cheaper
+    config.backbone_args = {"width": 0.125}
+    method = build_method(config)
+    assert method.target_grid(112) == (1, 7, 7)  # the authors' tgt_numel 1 x 7 x 7 (4-pixel cells gave 1 x 2 x 2)
+    assert method.clip.forward_features(torch.zeros(1, 3, 16, 112, 112)).shape[3:] == (7, 7)  # the clip's grid

@@ -13,11 +13,13 @@ from trainer.samplers import (
     clip_scores,
     coverage,
     half_starts,
+    iframe_near,
     motion_boundaries,
     motion_box,
     motion_focused_view,
     other_starts,
     required_coverage,
+    starts_near_iframes,
     window_sum,
 )
 
@@ -83,24 +85,48 @@ def dataset(synth_store):
     return lambda sampler, modalities: ClipDataset(synth_store, modalities=modalities, spec=SPEC, sampler=sampler)
 
 
-def test_future_motion_is_the_clip_after_under_the_same_crop(dataset):
-    sampler = FutureMotion(future_len=4, gap=2, stride=1, negatives=3)
-    ds = dataset(sampler, ("rgb", "keyframe", "mv"))
-    rng = np.random.default_rng(5)
-    sample = sampler(ds, 1, rng)
-    assert sample["future"].shape == (2, 4, 8, 8) and sample["negatives"].shape == (3, 2, 4, 8, 8)
-    assert set(sample["views"][0]) == {"rgb", "keyframe"}
-    # Replay the sampler's draws: the future clip starts 2 frames after the RGB clip's last frame.
-    rng = np.random.default_rng(5)
-    from trainer.data import random_view
+def test_starts_near_iframes_and_the_iframe_drawn_among_them():
+    keys = np.array([0, 30])
+    assert list(starts_near_iframes(keys, span=7, last=48, window=5)) == [*range(0, 6), *range(19, 36)]
+    assert len(starts_near_iframes(np.array([], int), 7, 10, 5)) == 0
+    rng = np.random.default_rng(0)
+    assert {iframe_near(np.array([0, 8, 16, 40]), 10, 7, 5, rng) for _ in range(50)} == {1, 2}  # 8 and 16
+    assert iframe_near(keys, 14, 7, 5, rng) == 1  # none within 5 frames: the nearest (30, 10 frames after the end)
 
-    video = ds.videos[1]
-    start = int(rng.integers(0, max(1, video.num_frames - (SPEC.span - 1 + 2 + 4) + 1)))
-    view = random_view(rng, video, SPEC, start)
-    motion_spec = replace(SPEC, clip_len=4, stride=1, mv_channels=2)
-    want = ds.read(1, replace(view, start=start + SPEC.span - 1 + 2), ("mv",), motion_spec)["mv"]
-    torch.testing.assert_close(sample["future"], want)
-    assert sample["future"].abs().mean() > 0.1
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """60 square frames whose pixels are 4 x their index; vectors dy = index + 1 (dx = 0); I-frames at 0 and 30."""
+    from stores import index_frames, write_store
+
+    frames, keys = index_frames(60), np.array([0, 30], np.int32)
+    mv = np.zeros((60, 8, 8, 4), np.float16)
+    mv[..., 1] = np.arange(1, 61)[:, None, None]
+    return write_store(tmp_path_factory.mktemp("indexed") / "s.zarr", {"v": {
+        "frames": frames, "mv": mv, "keyframes": frames[keys], "keyframe_index": keys}})
+
+
+def test_future_motion_clip_iframe_and_negatives_on_a_store_whose_answer_is_known(indexed):
+    from stores import decode_index
+
+    # Whole-frame crops without jitter: frame indices can be read back from the pixels and from the vectors.
+    spec = ClipSpec(clip_len=4, stride=2, size=32, scale=(1.0, 1.0), ratio=(1.0, 1.0), jitter=0.0, grayscale=0.0)
+    sampler = FutureMotion(future_len=4, gap=2, stride=1, negatives=3)
+    ds = ClipDataset(indexed, modalities=("rgb", "keyframe", "mv"), spec=spec, sampler=sampler)
+    starts = set()
+    for epoch in range(40):
+        sample = ds[(0, epoch)]
+        clip = decode_index(sample["views"][0]["rgb"])
+        iframe = decode_index(sample["views"][0]["keyframe"][:, None])[0]
+        future = sample["future"][1].mean((1, 2)).round().int().numpy() - 1  # dy = index + 1
+        negatives = sample["negatives"][:, 1].mean((2, 3)).round().int().numpy() - 1
+        assert list(clip) == list(range(clip[0], clip[0] + 7, 2))
+        assert iframe in (0, 30) and clip[0] - 5 <= iframe <= clip[-1] + 5  # MCD: within +-5 frames of the clip
+        assert list(future) == list(range(clip[-1] + 2, clip[-1] + 6))  # 2 frames after the clip ends
+        assert all(abs(n[0] - future[0]) >= 4 and list(n) == list(range(n[0], n[0] + 4)) for n in negatives)
+        assert sample["future"][0].abs().max() == 0  # dx stays 0: one crop, no flip applied to x alone
+        starts.add(int(clip[0]))
+    assert starts <= {*range(0, 6), *range(19, 36)} and len(starts) > 10
 
 
 def test_motion_focused_sample(dataset):
@@ -125,3 +151,24 @@ def test_clip_pair_has_one_more_frame_and_its_crop_box(dataset):
     x0, y0, x1, y1 = a["box"].tolist()
     assert 0 <= x0 < x1 <= video.width and 0 <= y0 < y1 <= video.height
     assert list(clip_indices(0, replace(SPEC, clip_len=5), 40)) == [0, 2, 4, 6, 8]
+
+
+def test_motion_focused_statistics_come_from_the_maps_source(tmp_path):
+    from stores import write_store
+
+    t = 24
+    mv = np.zeros((t, 8, 8, 4), np.float16)
+    mv[16:20, :3, :3, 0] = 4.0  # the vectors see an object top left in frames 16-19
+    flow = np.zeros((t, 32, 32, 2), np.float16)
+    flow[2:6, 20:, 20:, 1] = 4.0  # the flow sees one bottom right in frames 2-5
+    store = write_store(tmp_path / "both.zarr", {"v": {"frames": np.zeros((t, 32, 32, 3), np.uint8), "mv": mv,
+                                                       "flow": flow}})
+    for source, frames, corner in [("flow", range(1, 7), (4, 7)), ("mv", range(15, 21), (0, 3))]:
+        sampler = MotionFocused(source=source)
+        ds = ClipDataset(store, modalities=("rgb", source), spec=SPEC, sampler=sampler)
+        energy, maps = sampler.statistics(ds, 0)
+        assert set(np.flatnonzero(energy)) <= set(frames) and energy.argmax() in frames
+        row, col = np.unravel_index(maps.sum(0).argmax(), maps.shape[1:])  # the 7 x 7 map's strongest cell
+        assert corner[0] <= row < corner[1] and corner[0] <= col < corner[1]
+    auto = MotionFocused()
+    assert auto.resolve(ClipDataset(store, modalities=("rgb", "flow"), spec=SPEC, sampler=auto)) == "flow"

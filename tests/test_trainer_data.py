@@ -84,9 +84,19 @@ def test_motion_is_aligned_to_clip_frames_and_framediff_is_consecutive(synth_sto
     assert view["framediff"][:, 0].abs().max() == 0  # frame 0 has no predecessor: no wrap-around
     diff = crop_resize((frames[3] - frames[2])[None] / 255, box, 64)[0].transpose(2, 0, 1)
     np.testing.assert_allclose(view["framediff"][:, 1].numpy(), diff, atol=1e-5)
-    # The keyframe is the I-frame of the clip's GOP, read with the same crop as the frames.
-    assert group["keyframe_index"][0] == 0
-    np.testing.assert_allclose(view["keyframe"].numpy(), view["rgb"][:, 0].numpy(), atol=0.05)
+
+
+def test_keyframe_is_the_last_i_frame_at_or_before_the_clip_start(tmp_path):
+    from stores import decode_index, index_frames, write_store
+
+    frames, keys = index_frames(40), np.array([0, 10, 20, 30], np.int32)
+    store = write_store(tmp_path / "gops.zarr", {"v": {"frames": frames, "keyframes": frames[keys],
+                                                       "keyframe_index": keys}})
+    ds = ClipDataset(store, modalities=("rgb", "keyframe"), spec=ClipSpec(4, 2, 16), train=False)
+    for start, want in [(0, 0), (9, 0), (10, 10), (13, 10), (29, 20), (33, 30)]:
+        view = read_view(ds.group(0), ds.videos[0], View(start, (4.0, 2.0, 28.0, 26.0)), ("rgb", "keyframe"),
+                         ds.spec, augment=False)
+        assert decode_index(view["rgb"])[0] == start and decode_index(view["keyframe"][:, None])[0] == want
 
 
 def test_eval_mode_gives_evenly_spaced_centre_clips(synth_store):
@@ -140,3 +150,35 @@ def test_only_complete_videos_are_listed(synth_store, tmp_path):
     key = videos[0].key
     open_store(copy, mode="r+").begin_video(key, 8, 8, {})  # an extraction interrupted after it began
     assert [v.key for v in list_videos(copy)] == [v.key for v in videos[1:]]
+
+
+def test_anchor_distances_follow_the_frame_types():
+    from trainer.data import anchor_distances
+
+    #            I  B  B  P  B  P  P  I  B
+    types = np.array([0, 2, 2, 1, 2, 1, 1, 0, 2])
+    past, future = anchor_distances(types)
+    assert list(past) == [1, 1, 2, 3, 1, 2, 1, 1, 1]
+    assert list(future) == [1, 2, 1, 1, 1, 1, 1, 1, 1]  # the last B-frame has no later anchor: 1
+    assert list(anchor_distances(np.array([2, 0]))[0]) == [1, 1]
+
+
+def test_vectors_per_frame_of_displacement(tmp_path):
+    from stores import write_store
+
+    # An object moving 1.5 px per frame to the right: a P-frame 3 frames after its anchor carries dx = 4.5,
+    # a B-frame dx = 1.5 back and -3 forward. Per frame, every vector is +-1.5.
+    types = np.array([0, 2, 2, 1, 2, 2, 1, 1], np.uint8)
+    past, future = np.array([0, 1, 2, 3, 1, 2, 3, 1]), np.array([0, 2, 1, 0, 2, 1, 0, 0])
+    mv = np.zeros((8, 8, 8, 4), np.float16)
+    mv[..., 0] = (1.5 * past)[:, None, None]
+    mv[..., 2] = (-1.5 * future)[:, None, None]
+    store = write_store(tmp_path / "gop.zarr", {"v": {"mv": mv, "frame_type": types}})
+    box = (0.0, 0.0, 32.0, 32.0)  # whole frame at output size 32: output pixels are stored pixels
+    for per_frame, want_past, want_future in [(False, 1.5 * past, -1.5 * future),
+                                              (True, 1.5 * (past > 0), -1.5 * (future > 0))]:
+        spec = ClipSpec(clip_len=8, stride=1, size=32, mv_per_frame=per_frame)
+        ds = ClipDataset(store, modalities=("mv",), spec=spec, train=False)
+        got = read_view(ds.group(0), ds.videos[0], View(0, box), ("mv",), spec, augment=False)["mv"]
+        np.testing.assert_allclose(got[0].mean((1, 2)).numpy(), want_past, atol=1e-6)
+        np.testing.assert_allclose(got[2].mean((1, 2)).numpy(), want_future, atol=1e-6)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import pkgutil
+import sys
+import warnings
 from pathlib import Path
 
 #: The clip backbones ``--backbone`` offers (``trainer.models.CLIP_BACKBONES``, without importing torch).
@@ -76,7 +78,7 @@ def add_parsers(sub) -> None:
 
 
 def run_train(args) -> int:
-    from .loop import TrainConfig, TrainError, train
+    from .loop import TrainConfig, TrainError, TrainingFailed, train
 
     overrides = {"method": args.method, "store": args.store, "out": args.out, "steps": args.steps,
                  "backbone": args.backbone, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -88,7 +90,14 @@ def run_train(args) -> int:
         raise TrainError(str(e)) from None
     if not config.store or not config.out:
         raise TrainError("--store and --out are required (on the command line or in --config)")
-    summary = train(config, resume=args.resume, progress=not args.quiet)
+    try:
+        with warnings.catch_warnings():  # settings worth a second look (a queue too long for the store, ...)
+            warnings.showwarning = lambda message, *_, **__: print(f"mvtools train: warning: {message}",
+                                                                  file=sys.stderr)
+            summary = train(config, resume=args.resume, progress=not args.quiet)
+    except TrainingFailed as e:  # a usage error (TrainError) is exit 2, reported by mvtools.cli
+        print(f"mvtools train: error: {e}", file=sys.stderr)
+        return 1
     if summary["rank"]:
         return 0  # under torchrun, rank 0 reports
     last = summary["last"]

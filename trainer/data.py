@@ -4,7 +4,8 @@ A sample is ``{"views": [view, ...], "label": int (-1 if none), "key": str, "vid
 each requested modality to a float tensor:
 
     rgb        (3, T, S, S)     normalised, (x/255 - 0.45) / 0.225
-    mv         (C, T, S/4, S/4) C = 4 (past dx, dy, future dx, dy) or 2 (past), in output pixels
+    mv         (C, T, S/4, S/4) C = 4 (past dx, dy, future dx, dy) or 2 (past), in output pixels; with
+                                ``mv_per_frame``, per frame of displacement (``anchor_distances``)
     residual   (3, T, S, S)     r / 255
     framediff  (3, T, S, S)     (x_t - x_{t-1}) / 255 of consecutive source frames; 0 at frame 0
     flow       (2, T, S, S)     in output pixels, frame t -> t+1
@@ -58,6 +59,7 @@ class ClipSpec:
     grayscale: float = 0.2  # probability
     flip: bool = True
     mv_channels: int = 4
+    mv_per_frame: bool = False  # divide vectors by the frames to their reference (``anchor_distances``)
 
     @property
     def span(self) -> int:
@@ -83,15 +85,35 @@ class Video:
     width: int
     label: str | None
     split: str | None
+    fps: float | None = None
 
 
 def list_videos(store_path: str) -> list[Video]:
     """The complete videos of a store, from its index (one read per column; a stale index, left by an
     interrupted extraction, is rebuilt in memory from the video groups)."""
     c = open_store(os.fspath(store_path)).video_index().columns
-    return [Video(key, int(n), int(h), int(w), label or None, split or None)
-            for key, n, h, w, label, split in zip(c["key"], c["num_frames"], c["stored_height"], c["stored_width"],
-                                                   c["label"], c["split"]) if n > 0]
+    return [Video(key, int(n), int(h), int(w), label or None, split or None, float(fps) or None)
+            for key, n, h, w, label, split, fps in zip(c["key"], c["num_frames"], c["stored_height"],
+                                                        c["stored_width"], c["label"], c["split"], c["fps"]) if n > 0]
+
+
+def anchor_distances(frame_type: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(past, future): frames from each frame to the reference its past / future vectors point to, in display
+    order. References are the anchors, every frame but B-frames (``frame_type`` 2): a frame's past reference is the
+    previous anchor, a B-frame's future one the next anchor, as the store's residual assumes (FFmpeg exports
+    only past/future, not which reference; with B-frames as references or several reference frames this is the
+    usual case, not every block's). 1 where a frame has no such vectors (I-frames; the future of I/P-frames)
+    or no such anchor (a leading B-frame's past).
+    """
+    types = np.asarray(frame_type)
+    t = np.arange(len(types))
+    anchors = np.where(types != 2, t, -1)
+    previous = np.concatenate([[-1], np.maximum.accumulate(anchors)[:-1]])  # the last anchor before t
+    later = np.where(anchors >= 0, t, len(t))
+    following = np.concatenate([np.minimum.accumulate(later[::-1])[::-1][1:], [len(t)]])  # the first after t
+    past = np.where((previous >= 0) & (types != 0), t - previous, 1)
+    future = np.where((following < len(t)) & (types == 2), following - t, 1)
+    return past, future
 
 
 def clip_indices(start: int, spec: ClipSpec, num_frames: int) -> np.ndarray:
@@ -117,6 +139,12 @@ def random_view(rng: np.random.Generator, video: Video, spec: ClipSpec, start: i
     colour = tuple(float(v) for v in rng.uniform(1 - j, 1 + j, 3))
     return View(start, (x0, y0, x0 + bw, y0 + bh), spec.flip and bool(rng.random() < 0.5), colour,
                 bool(rng.random() < spec.grayscale))
+
+
+def random_colour(rng: np.random.Generator, spec: ClipSpec) -> tuple[tuple[float, float, float], bool]:
+    """A colour jitter of its own (brightness, contrast, saturation factors; grayscale or not), as ``random_view``'s."""
+    j = spec.jitter
+    return tuple(float(v) for v in rng.uniform(1 - j, 1 + j, 3)), bool(rng.random() < spec.grayscale)
 
 
 def centre_view(video: Video, spec: ClipSpec, start: int) -> View:
@@ -196,6 +224,7 @@ class VideoArrays:
     def __init__(self, group: zarr.Group):
         self.group = group
         self._arrays: dict[str, zarr.Array] = {}
+        self._anchors: tuple[np.ndarray, np.ndarray] | None = None
 
     def __getitem__(self, name: str) -> zarr.Array:
         if name not in self._arrays:
@@ -204,6 +233,12 @@ class VideoArrays:
 
     def __contains__(self, name: str) -> bool:
         return name in self._arrays or name in self.group
+
+    def anchor_distances(self) -> tuple[np.ndarray, np.ndarray]:
+        """``anchor_distances`` of the video's ``frame_type``, read once."""
+        if self._anchors is None:
+            self._anchors = anchor_distances(self["frame_type"][:])
+        return self._anchors
 
 
 def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalities: Sequence[str], spec: ClipSpec,
@@ -228,6 +263,10 @@ def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalit
         out["residual"] = _channels_first(_flip(crop_resize(res, view.box, spec.size), view.flip))
     if "mv" in modalities:
         mv = group["mv"][lo:hi][idx - lo][..., : spec.mv_channels].astype(np.float32)
+        if spec.mv_per_frame:
+            past, future = (group.anchor_distances() if isinstance(group, VideoArrays) else
+                            anchor_distances(group["frame_type"][:]))
+            mv /= np.stack([past[idx], past[idx], future[idx], future[idx]], -1)[:, None, None, : spec.mv_channels]
         mv = scale_vectors(crop_resize(mv, view.box, spec.size // 4, cell=4), view.box, spec.size, view.flip)
         out["mv"] = _channels_first(_flip(mv, view.flip))
     if "flow" in modalities:
@@ -236,9 +275,15 @@ def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalit
         out["flow"] = _channels_first(_flip(flow, view.flip))
     if "keyframe" in modalities:
         kidx = group["keyframe_index"][:]
-        k = max(int(np.searchsorted(kidx, lo, side="right")) - 1, 0)
-        out["keyframe"] = _rgb(group["keyframes"][k][None], view, spec, augment)[:, 0]
+        out["keyframe"] = read_keyframe(group, max(int(np.searchsorted(kidx, lo, side="right")) - 1, 0), view, spec,
+                                        augment)
     return out
+
+
+def read_keyframe(group: zarr.Group | VideoArrays, k: int, view: View, spec: ClipSpec, augment: bool = True
+                  ) -> torch.Tensor:
+    """The video's ``k``-th stored I-frame (3, S, S) under ``view``'s crop, flip and colour, normalised like rgb."""
+    return _rgb(group["keyframes"][k][None], view, spec, augment)[:, 0]
 
 
 Sampler = Callable[["ClipDataset", int, np.random.Generator], dict]
@@ -313,6 +358,9 @@ class ClipDataset(torch.utils.data.Dataset):
              spec: ClipSpec | None = None) -> dict[str, torch.Tensor]:
         return read_view(self.group(video), self.videos[video], view, modalities or self.modalities,
                          spec or self.spec, augment=self.train)
+
+    def read_keyframe(self, video: int, k: int, view: View) -> torch.Tensor:
+        return read_keyframe(self.group(video), k, view, self.spec, augment=self.train)
 
     def sample_views(self, video: int, rng: np.random.Generator) -> dict:
         """The default sampler: ``self.views`` independent random views of one video."""

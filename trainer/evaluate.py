@@ -110,7 +110,8 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike, *, clips: 
     train_keys, test_keys, source = split_keys(videos)
     if not train_keys or not test_keys:
         raise DataError(f"{store}: the {'train' if not train_keys else 'test'} split is empty ({source})")
-    spec = ClipSpec(config["clip_len"], config["stride"], config["size"])
+    spec = ClipSpec(config["clip_len"], config["stride"], config["size"],
+                    mv_per_frame=config.get("mv_per_frame", False))
     feats = {}
     for name, keys in (("train", train_keys), ("test", test_keys)):
         ds = ClipDataset(store, modalities=method.eval_modalities, train=False, clips_per_video=clips, keys=keys,

@@ -13,6 +13,7 @@ import csv
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,10 @@ import torch.distributed as dist
 
 from mvtools.errors import MvtoolsError
 
+from .batchnorm import BN_MODES, convert_sync_batchnorm
 from .data import ClipDataset, ClipSpec, StepBatches, list_videos
+from .distributed import everywhere, rank_mismatches
+from .losses import Queue
 from .methods import REGISTRY, Method
 
 CHECKPOINT = "checkpoint.pt"
@@ -29,7 +33,11 @@ FORMAT = "mvtools-trainer/1"
 
 
 class TrainError(MvtoolsError):
-    """Training cannot go on (bad settings, a NaN loss, ...); the message says why and what is kept."""
+    """Training cannot start (bad settings, an existing run, ...); the message says why. Exit code 2."""
+
+
+class TrainingFailed(TrainError):
+    """Training started and failed (a NaN loss, non-finite weights); the message says what is kept. Exit code 1."""
 
 
 @dataclass
@@ -57,7 +65,9 @@ class TrainConfig:
     stride: int = 2
     size: int = 112
     split: str | None = None  # None: "train" when the store has splits, else every video
+    mv_per_frame: bool = False  # motion vectors per frame of displacement (trainer.data.anchor_distances)
     augment: dict = field(default_factory=dict)  # ClipSpec overrides: scale, ratio, jitter, grayscale, flip, ...
+    bn: str = ""  # "shuffle", "sync" or "local" (trainer.batchnorm); "" = the method's paper choice (Method.bn)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
@@ -76,6 +86,8 @@ class TrainConfig:
             raise TrainError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise TrainError("steps and batch_size must be positive")
+        if self.bn and self.bn not in BN_MODES:
+            raise TrainError(f"bn must be one of {', '.join(BN_MODES)} (or empty: the method's own), got {self.bn!r}")
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -87,9 +99,55 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def build_method(config: TrainConfig | dict) -> Method:
+    """The configured method, with its ``bn`` mode set (BN layers made ``SyncBatchNorm`` for "sync")."""
     c = config if isinstance(config, dict) else asdict(config)
-    return REGISTRY[c["method"]](backbone=c["backbone"], backbone_args=dict(c["backbone_args"]),
-                                 **dict(c["method_args"]))
+    cls = REGISTRY[c["method"]]
+    method = cls(backbone=c["backbone"], backbone_args=dict(c["backbone_args"]), **dict(c["method_args"]))
+    method.bn = c.get("bn") or cls.bn
+    if method.bn == "sync":
+        convert_sync_batchnorm(method)
+    return method
+
+
+#: per-rank BatchNorm statistics: they differ across ranks unless bn is "sync"
+BN_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def check_ranks_agree(method: Method, step: int) -> None:
+    """Under DDP every rank must hold the same parameters, queues and EMA encoders (BN statistics too with
+    ``bn: sync``); a method that lets them drift apart fails here instead of training a different model per rank."""
+    skip = () if method.bn == "sync" else BN_STATISTICS
+    differ = rank_mismatches(method, skip)
+    if differ:
+        raise TrainingFailed(f"step {step}: ranks hold different values of {', '.join(differ[:5])}"
+                             f"{' ...' if len(differ) > 5 else ''} (a method's updates or randomness are not the "
+                             f"same on every rank)")
+
+
+class QueueWarning(UserWarning):
+    """A key queue longer than the store can fill with other videos' keys."""
+
+
+def queue_room(videos: int, global_batch: int, per_sample: int) -> int:
+    """The most keys a queue can hold without keys of the current positives' own videos: one epoch's samples
+    other than the current batch, (videos - global_batch) x keys per sample (a video recurs once per epoch)."""
+    return max(videos - global_batch, 0) * per_sample
+
+
+def queue_warnings(method: Method, config: TrainConfig, videos: int, world: int) -> list[str]:
+    """One message per queue of ``method`` that exceeds ``queue_room``, saying what to use instead."""
+    out = []
+    for name, queue in method.named_modules():
+        if isinstance(queue, Queue):
+            room = queue_room(videos, config.batch_size * world, queue.per_sample)
+            size = len(queue.keys)
+            if size > room:
+                out.append(f"{config.method}: queue {name!r} holds {size} keys ({queue.per_sample} per sample), but "
+                           f"{videos} videos at a global batch of {config.batch_size * world} fill only {room} with "
+                           f"other videos' keys: it holds keys of the positives' own videos (false negatives; the "
+                           f"loss rises at first). Use pipelines/train/{config.method}_tiny.yaml (in-batch negatives, "
+                           f"queue 0) or method_args with queues of at most {room} keys")
+    return out
 
 
 def default_split(store: str) -> str | None:
@@ -207,9 +265,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     torch.manual_seed(config.seed)
     method = build_method(config).to(device)
     split = config.split if config.split is not None else default_split(config.store)
-    spec = ClipSpec(config.clip_len, config.stride, config.size, **config.augment)
+    spec = ClipSpec(config.clip_len, config.stride, config.size, mv_per_frame=config.mv_per_frame, **config.augment)
     dataset = ClipDataset(config.store, modalities=method.modalities, split=split, views=method.views,
                           seed=config.seed, spec=spec, sampler=method.sampler())
+    if rank == 0:
+        for message in queue_warnings(method, config, len(dataset.videos), world):
+            warnings.warn(message, QueueWarning, stacklevel=2)
     optimizer = _optimizer(method, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps))
@@ -246,12 +307,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 terms = model(batch)
             loss = sum(terms.values())
-            if not torch.isfinite(loss):
+            if not everywhere(bool(torch.isfinite(loss)), device):  # every rank stops, none waits for the others
                 kept = f"the checkpoint of step {_saved_step(ckpt_path)} is kept" if ckpt_path.exists() else \
                     "no checkpoint was written"
-                raise TrainError(f"step {step + 1}: loss is {loss.item()} ("
-                                 + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-                                 + f"); lower --lr or check the inputs; {kept}")
+                what = "loss is " + (f"{loss.item()} (" + ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+                                     + ")" if not torch.isfinite(loss) else "not finite on another rank")
+                raise TrainingFailed(f"step {step + 1}: {what}; lower --lr or check the inputs; {kept}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_grad:
@@ -260,6 +321,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
             optimizer.step()
             scheduler.step()
             method.after_step()
+            if world > 1 and ((step + 1) % config.checkpoint_every == 0 or step + 1 == stop):
+                check_ranks_agree(method, step + 1)
             done = time.perf_counter()
             if step > start:  # the first step also starts the workers and warms the kernels: not timed
                 wait, busy = wait + (got - tick), busy + (done - got)
@@ -282,15 +345,15 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     return {"steps": stop, "resumed_from": start, "last": last,
             "data_wait_fraction": wait / max(wait + busy, 1e-9),
             "steps_per_s": (stop - start - 1) / (wait + busy) if wait + busy > 0 else float("nan"),
-            "world_size": world, "rank": rank,
+            "world_size": world, "rank": rank, "bn": method.bn,
             "device": str(device)}
 
 
 def _state(config, method, optimizer, scheduler, step, world) -> dict:
     for name, p in method.state_dict().items():
         if p.is_floating_point() and not torch.isfinite(p).all():
-            raise TrainError(f"step {step}: {name} holds non-finite values; checkpoint not written")
-    return {"format": FORMAT, "config": asdict(config), "step": step, "world_size": world,
+            raise TrainingFailed(f"step {step}: {name} holds non-finite values; checkpoint not written")
+    return {"format": FORMAT, "config": {**asdict(config), "bn": method.bn}, "step": step, "world_size": world,
             "model": method.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": _rng_state()}
 

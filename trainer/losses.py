@@ -7,9 +7,10 @@ Embeddings are L2-normalised by the caller. InfoNCE with temperature t:
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from .distributed import gather, gather_with_grad
 
 
 def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None,
@@ -52,8 +53,8 @@ def batch_nce(query: torch.Tensor, keys: torch.Tensor, temperature: float = 0.1,
               extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
     """In-batch InfoNCE: key i is query i's positive, every other key (and ``extra_negatives``) a negative.
 
-    With DDP, ``keys`` are gathered from every rank (with gradients for the local part) so the negatives
-    are the global batch's.
+    With DDP, ``keys`` are gathered from every rank with gradients (``gather_with_grad``): the negatives are
+    the global batch's and trained as in one process on that batch.
     """
     rank_keys, offset = gather_with_grad(keys)
     logits = query @ rank_keys.T
@@ -64,10 +65,14 @@ def batch_nce(query: torch.Tensor, keys: torch.Tensor, temperature: float = 0.1,
 
 
 class Queue(nn.Module):
-    """A FIFO of ``size`` normalised keys (D each), kept as buffers so checkpoints carry it."""
+    """A FIFO of ``size`` normalised keys (D each), kept as buffers so checkpoints carry it.
 
-    def __init__(self, dim: int, size: int):
+    ``per_sample``: keys a sample pushes (2 for two views); the queue then spans ``size / per_sample`` samples.
+    """
+
+    def __init__(self, dim: int, size: int, per_sample: int = 2):
         super().__init__()
+        self.per_sample = per_sample
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 
@@ -88,31 +93,6 @@ def momentum_update(target: nn.Module, online: nn.Module, m: float) -> None:
         t.mul_(m).add_(o.detach(), alpha=1 - m)
     for t, o in zip(target.buffers(), online.buffers()):
         t.copy_(o)
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-@torch.no_grad()
-def gather(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` from every DDP rank (rank order); ``x`` itself when not distributed."""
-    if not _distributed():
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-
-def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(every rank's ``x`` concatenated, offset of this rank's rows); gradients flow to the local rows."""
-    if not _distributed():
-        return x, 0
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.detach().contiguous())
-    rank = dist.get_rank()
-    parts[rank] = x
-    return torch.cat(parts), rank * len(x)
 
 
 def gradcam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,13 @@ A sampler is a picklable callable ``(dataset, video, rng) -> sample``; ``ClipDat
 and ``video``. Each reads through ``dataset.read`` (same crop code, same alignment guarantees) and draws every
 random choice from ``rng``, so samples stay reproducible and resumable.
 
-- ``FutureMotion`` (``mcd``): an RGB clip with its GOP's I-frame, the motion-vector clip that follows it and
-  negative motion-vector clips from other times of the same video, all under one crop and flip.
+- ``FutureMotion`` (``mcd``): an RGB clip with an I-frame from within 5 frames of it (its own colour jitter),
+  the motion-vector clip that follows it and negative motion-vector clips from other times of the same video,
+  all under one crop and flip.
 - ``MotionFocused`` (``mcl``): MCL's motion-focused tubelets. Temporally, with probability ``p`` the clip
   starts among the ``top`` fraction of starts ranked by motion; spatially, random-resized crops are retried
   until one covers enough of the box of the strongest motion. Adds the clip's motion-boundary map.
+- ``ClipsApart`` (``maclr``): two clips of a video whose starts lie ``min_s`` to ``max_s`` seconds apart.
 - ``ClipPair`` (``fima``): two clips of ``clip_len + 1`` frames (frame differences are taken after cropping)
   with their crop boxes and flips, to match cells across views in image coordinates.
 """
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ClipSpec, View, clip_indices, random_view
+from .data import ClipSpec, View, clip_indices, random_colour, random_view
 
 # --- MCD: the future motion-vector clip and negatives --------------------------------------------------------
 
@@ -38,10 +40,34 @@ def other_starts(num_frames: int, span: int, avoid: int, count: int, rng: np.ran
     return [int(s) for s in rng.choice(free, size=count, replace=len(free) < count)]
 
 
+def starts_near_iframes(keyframes: np.ndarray, span: int, last: int, window: int) -> np.ndarray:
+    """The clip starts s in [0, last] with an I-frame in [s - window, s + span - 1 + window] (``keyframes``: the
+    sorted frame indices of the I-frames)."""
+    starts = np.arange(last + 1)
+    k = np.asarray(keyframes)
+    if not len(k):
+        return starts[:0]
+    first = np.searchsorted(k, starts - window)  # the first I-frame not before the window
+    return starts[(first < len(k)) & (k[np.minimum(first, len(k) - 1)] <= starts + span - 1 + window)]
+
+
+def iframe_near(keyframes: np.ndarray, start: int, span: int, window: int, rng: np.random.Generator) -> int:
+    """Position (in ``keyframes``) of an I-frame drawn uniformly from those within ``window`` frames of the clip
+    ``start .. start + span - 1``; the nearest one when none is."""
+    k = np.asarray(keyframes)
+    distance = np.maximum(np.maximum(start - k, k - (start + span - 1)), 0)
+    near = np.flatnonzero(distance <= window)
+    return int(rng.choice(near)) if len(near) else int(distance.argmin())
+
+
 @dataclass(frozen=True)
 class FutureMotion:
     """{"views": [{rgb, keyframe}], "future": mv (2, F, S/4, S/4), "negatives": (K, 2, F, S/4, S/4)}.
 
+    The clip starts where an I-frame lies within ``iframe_window`` frames of it (MCD: +-5), and the I-frame is
+    drawn among those; a video without such a start (a GOP longer than the clip plus twice the window: re-encode
+    with a short GOP at extraction) gets a uniform start and its nearest I-frame. The I-frame shares the clip's
+    crop and flip but has its own colour jitter (a shared one is a low-level shortcut for the context match).
     The future clip has ``future_len`` frames at ``stride`` and starts ``gap`` frames after the RGB clip's last
     frame; negatives are ``negatives`` clips of the same length that overlap neither. One crop and flip for all.
     """
@@ -50,21 +76,62 @@ class FutureMotion:
     gap: int = 2
     stride: int = 1
     negatives: int = 3
+    iframe_window: int = 5
 
     def __call__(self, dataset, video: int, rng: np.random.Generator) -> dict:
         v, spec = dataset.videos[video], dataset.spec
         motion_spec = replace(spec, clip_len=self.future_len, stride=self.stride, mv_channels=2)
         need = spec.span - 1 + self.gap + motion_spec.span
-        start = int(rng.integers(0, max(1, v.num_frames - need + 1)))
+        last = max(0, v.num_frames - need)
+        keyframes = dataset.group(video)["keyframe_index"][:]
+        near = starts_near_iframes(keyframes, spec.span, last, self.iframe_window)
+        start = int(rng.choice(near)) if len(near) else int(rng.integers(0, last + 1))
         view = random_view(rng, v, spec, start)
+        colour, gray = random_colour(rng, spec)
+        keyframe = dataset.read_keyframe(video, iframe_near(keyframes, start, spec.span, self.iframe_window, rng),
+                                         replace(view, colour=colour, gray=gray))
         future_start = min(start + spec.span - 1 + self.gap, max(v.num_frames - motion_spec.span, 0))
 
         def motion(s: int) -> torch.Tensor:
             return dataset.read(video, replace(view, start=s), ("mv",), motion_spec)["mv"]
 
         negatives = other_starts(v.num_frames, motion_spec.span, future_start, self.negatives, rng)
-        return {"views": [dataset.read(video, view, ("rgb", "keyframe"))], "future": motion(future_start),
-                "negatives": torch.stack([motion(s) for s in negatives])}
+        return {"views": [{**dataset.read(video, view, ("rgb",)), "keyframe": keyframe}],
+                "future": motion(future_start), "negatives": torch.stack([motion(s) for s in negatives])}
+
+
+# --- MaCLR: two clips some seconds apart ---------------------------------------------------------------------
+
+def partner_starts(num_frames: int, span: int, first: int, lo: float, hi: float) -> np.ndarray:
+    """The clip starts s (clips of ``span`` frames inside the video) with lo <= |s - first| <= hi, in frames."""
+    starts = np.arange(max(num_frames - span, 0) + 1)
+    gap = np.abs(starts - first)
+    return starts[(gap >= lo) & (gap <= hi)]
+
+
+@dataclass(frozen=True)
+class ClipsApart:
+    """{"views": [a, b]}: two clips of one video whose starts are ``min_s`` to ``max_s`` seconds apart (MaCLR:
+    0.5-10 s), each with its own crop, flip and colour. The first start is drawn among those that have a partner,
+    the second among its partners; a video too short for ``min_s`` gives the two starts farthest apart.
+    Seconds are frames / the video's ``fps`` (25 when the store does not say)."""
+
+    min_s: float = 0.5
+    max_s: float = 10.0
+
+    def __call__(self, dataset, video: int, rng: np.random.Generator) -> dict:
+        v, spec = dataset.videos[video], dataset.spec
+        fps = v.fps or 25.0
+        lo, hi = self.min_s * fps, self.max_s * fps
+        last = max(v.num_frames - spec.span, 0)
+        if last < lo:  # no two starts are min_s apart: the farthest pair
+            a, b = (0, last) if rng.random() < 0.5 else (last, 0)
+        else:
+            # a start has a partner unless it sits within lo of both ends
+            firsts = np.flatnonzero((np.arange(last + 1) >= lo) | (np.arange(last + 1) <= last - lo))
+            a = int(rng.choice(firsts))
+            b = int(rng.choice(partner_starts(v.num_frames, spec.span, a, lo, hi)))
+        return {"views": [dataset.read(video, random_view(rng, v, spec, s)) for s in (a, b)]}
 
 
 # --- MCL: motion-focused tubelets ---------------------------------------------------------------------------
@@ -156,7 +223,7 @@ def half_starts(num_frames: int, span: int, second: bool) -> tuple[int, int]:
 
 
 class _LRU(OrderedDict):
-    def __init__(self, size: int):
+    def __init__(self, size: int = 1024):  # a default: copies and pickles rebuild it without arguments
         super().__init__()
         self.size = size
 
@@ -172,10 +239,10 @@ class MotionFocused:
     """{"views": [query, its other view, clip 1, clip 2 of the other half], "motion_map": (T, h, w),
     "order": 0 if the query is from the first half of the video else 1}.
 
-    Motion comes from ``source``: ``flow`` or ``mv``; ``auto`` uses ``flow`` when the store has it. Sampling
-    statistics (per-frame energy and the 7x7 map for the box) are computed once per video from the stored
-    ``mv`` field when present (cheap; ``flow`` otherwise) and cached per process. ``motion_map`` is the query
-    clip's motion-boundary map under the query's crop and flip, summed over a ``window`` of source frames.
+    Motion comes from ``source``: ``flow`` or ``mv``; ``auto`` uses ``flow`` when the store has it. The sampling
+    statistics (per-frame energy and the 7x7 map for the box) come from the same source as the map, computed
+    once per video and cached per process. ``motion_map`` is the query clip's motion-boundary map under the
+    query's crop and flip, summed over a ``window`` of source frames.
     """
 
     p: float = 0.7
@@ -198,9 +265,7 @@ class MotionFocused:
         if self._cache is None:
             self._cache = _LRU(self.cache_videos)
         if video not in self._cache:
-            group = dataset.group(video)
-            name = "mv" if "mv" in group else "flow"
-            boundaries = motion_boundaries(group[name][:][..., :2])
+            boundaries = motion_boundaries(dataset.group(video)[self.resolve(dataset)][:][..., :2])
             self._cache.put(video, (boundaries.mean(axis=(1, 2)), pool_grid(boundaries, self.grid)))
         return self._cache[video]
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..batchnorm import shuffled
 from ..data import Sampler
 from ..losses import momentum_update
 from ..models import Backbone, build, mlp
@@ -30,12 +31,22 @@ class Method(nn.Module):
     ``forward(batch) -> {term: scalar}``; the loss is the sum of the terms (weights applied inside).
     ``after_step()`` runs after each optimiser step (EMA updates). ``sampler()`` may return a custom
     ``(dataset, video, rng) -> sample`` when the default independent views do not fit the method.
+    ``bn``: how batch statistics are kept from leaking the positive (``trainer.batchnorm``); the class value is
+    the paper's choice, a recipe's ``bn`` replaces it per run. Key encoders run through ``keys``.
     """
 
     name: ClassVar[str]
     modalities: ClassVar[tuple[str, ...]] = ("rgb",)
     views: ClassVar[int] = 2
     eval_modalities: ClassVar[tuple[str, ...]] = ("rgb",)
+    bn: str = "shuffle"
+
+    def keys(self, encode, *xs: torch.Tensor):
+        """``encode(*xs)`` for a key encoder (no gradients): with Shuffle-BN when the run's ``bn`` is "shuffle"."""
+        if self.bn == "shuffle":
+            return shuffled(encode, *xs)
+        with torch.no_grad():
+            return encode(*xs)
 
     @property
     def encoder(self) -> Backbone:

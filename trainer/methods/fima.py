@@ -96,6 +96,7 @@ class FIMA(Method):
     name = "fima"
     modalities = ("rgb",)
     views = 2
+    bn = "shuffle"  # the authors' code (MoCo's batch shuffle on every key-encoder input)
 
     def __init__(self, backbone: str = "tiny", backbone_args: dict | None = None, dim: int = 128,
                  dense_dim: int = 128, queue: int = 4096, motion_queue: int = 4096, momentum: float = 0.999,
@@ -127,15 +128,13 @@ class FIMA(Method):
         diff = [c[:, :, 1:] - c[:, :, :-1] for c in clips]
         maps = [self.backbone.forward_features(x) for x in rgb]
         q = [F.normalize(self.head(pool(m)), dim=1) for m in maps]
-        with torch.no_grad():
-            key_rgb = [self.key_backbone.forward_features(x) for x in rgb]
-            key_diff = [self.key_backbone.forward_features(x) for x in diff]
-            k = [F.normalize(self.key_head(pool(m)), dim=1) for m in key_rgb]
-            targets = [F.normalize(self.key_dense(m), dim=1) for m in key_diff]  # (B, dd, T', H', W')
-            fg = [foreground(r, m) for r, m in zip(key_rgb, key_diff)]
-            half = rgb[0].shape[2] // 2
-            sub = [[F.normalize(self.key_head(self.key_backbone(x[:, :, s])), dim=1)
-                    for s in (slice(0, half), slice(half, None))] for x in diff]
+        keyed = [self.keys(self.key_rgb, x) for x in rgb]  # (map, k) per clip
+        key_diff = [self.keys(self.key_diff, x) for x in diff]  # (map, dense target) per clip
+        key_rgb, k = [m for m, _ in keyed], [z for _, z in keyed]
+        targets = [t for _, t in key_diff]  # (B, dd, T', H', W')
+        fg = [foreground(r, m) for r, (m, _) in zip(key_rgb, key_diff)]
+        half = rgb[0].shape[2] // 2
+        sub = [[self.keys(self.key_clip, x[:, :, s]) for s in (slice(0, half), slice(half, None))] for x in diff]
         terms = {"inst": 0.5 * (queue_nce(q[0], k[1], self.queue, self.temperature)
                                 + queue_nce(q[1], k[0], self.queue, self.temperature))}
         dense, frame = [], []
@@ -151,6 +150,20 @@ class FIMA(Method):
             if self.motion_queue is not None:
                 self.motion_queue.push(torch.cat([s[0] for s in sub]))
         return terms
+
+    def key_rgb(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f_k(x) feature map, normalised g_k(pool f_k(x))) of an RGB clip."""
+        m = self.key_backbone.forward_features(x)
+        return m, F.normalize(self.key_head(pool(m)), dim=1)
+
+    def key_diff(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f_k(d) feature map, normalised P_k(f_k(d)) dense targets) of frame differences."""
+        m = self.key_backbone.forward_features(d)
+        return m, F.normalize(self.key_dense(m), dim=1)
+
+    def key_clip(self, d: torch.Tensor) -> torch.Tensor:
+        """normalised g_k(f_k(d)): the key of a local sub-clip of differences."""
+        return F.normalize(self.key_head(self.key_backbone(d)), dim=1)
 
     def decode(self, feature_map: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(predicted motion features (B, T', HW, dd), CLS motion embeddings (B, T', dim)), per step."""

@@ -117,6 +117,7 @@ class HCML(Method):
     name = "hcml"
     modalities = ("rgb",)
     views = 1
+    bn = "sync"  # [default]: positives and the in-batch negatives of other ranks then share statistics
 
     def __init__(self, backbone: str = "tiny", backbone_args: dict | None = None, level0: str = "framediff",
                  motion_width: float = 0.25, temperature: float = 0.1, positions: int = 512,
@@ -157,13 +158,17 @@ class HCML(Method):
                                for maps, m in out) / len(out)}
         if self.instance:
             q = [F.normalize(self.head(pool(maps[-1])), dim=1) for maps, _ in out]
-            with torch.no_grad():
-                k = [F.normalize(self.key_head(self.key_net(v["rgb"], self.level0_input(v))), dim=1) for v in views]
+            k = [self.keys(self.key, v["rgb"], *([] if self.level0 == "framediff" else [self.level0_input(v)]))
+                 for v in views]
             terms["inst"] = self.instance * 0.5 * (queue_nce(q[0], k[1], self.queue, self.temperature)
                                                    + queue_nce(q[1], k[0], self.queue, self.temperature))
             if self.training and self.queue is not None:
                 self.queue.push(torch.cat(k))
         return terms
+
+    def key(self, rgb: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+        """normalised g_k(f_k(x)) of the EMA network (the instance term's keys)."""
+        return F.normalize(self.key_head(self.key_net(rgb, motion)), dim=1)
 
     def after_step(self) -> None:
         if self.instance:

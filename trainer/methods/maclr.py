@@ -9,8 +9,8 @@ a video, with z = query embeddings, k = key embeddings, t = 0.1:
     L_mot   = 1/2 [nce(z_m^a, k_m^b, Q_m) + nce(z_m^b, k_m^a, Q_m)]
     L = L_vis + lam L_cross + beta L_mot           (lam = 1; beta in {0, 1}, the optional motion instance term)
 The cross terms make the visual features predict the clip's motion. The motion pathway is dropped after
-pretraining: the exported encoder is the visual backbone. The two clips are drawn independently (the paper
-takes them 0.5-10 s apart).
+pretraining: the exported encoder is the visual backbone. The two clips start ``min_gap_s`` to ``max_gap_s``
+seconds apart (0.5-10 s, the paper's; ``trainer.samplers.ClipsApart``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import Queue, queue_nce
+from ..samplers import ClipsApart
 from .base import MOTION_CHANNELS, Method, MomentumEncoder, motion_input, register
 
 MOTIONS = ("mv", "residual", "flow")
@@ -28,10 +29,12 @@ class MaCLR(Method):
     name = "maclr"
     modalities = ("rgb", "mv")
     views = 2
+    bn = "shuffle"  # [default]: no public code; MoCo's choice for its EMA encoders and queues
 
     def __init__(self, backbone: str = "tiny", backbone_args: dict | None = None, dim: int = 128,
                  queue: int = 4096, momentum: float = 0.999, temperature: float = 0.1, motion: str = "mv",
-                 motion_width: float = 0.125, lam: float = 1.0, beta: float = 1.0, clamp: float = 10.0):
+                 motion_width: float = 0.125, lam: float = 1.0, beta: float = 1.0, clamp: float = 10.0,
+                 min_gap_s: float = 0.5, max_gap_s: float = 10.0):
         super().__init__()
         if motion not in MOTIONS:
             raise ValueError(f"maclr: motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
@@ -44,17 +47,21 @@ class MaCLR(Method):
         self.queue_v = Queue(dim, queue) if queue else None
         self.queue_m = Queue(dim, queue) if queue else None
         self.momentum, self.temperature, self.lam, self.beta, self.clamp = momentum, temperature, lam, beta, clamp
+        self._sampler = ClipsApart(min_gap_s, max_gap_s)
 
     @property
     def encoder(self):
         return self.visual.backbone
 
+    def sampler(self):
+        return self._sampler
+
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         views = batch["views"][:2]
         rgb = [v["rgb"] for v in views]
         motion = [motion_input(v[self.motion], self.motion, self.clamp) for v in views]
-        zv, kv = [self.visual.query(x) for x in rgb], [self.visual.key(x) for x in rgb]
-        zm, km = [self.motion_path.query(x) for x in motion], [self.motion_path.key(x) for x in motion]
+        zv, kv = [self.visual.query(x) for x in rgb], [self.keys(self.visual.key, x) for x in rgb]
+        zm, km = [self.motion_path.query(x) for x in motion], [self.keys(self.motion_path.key, x) for x in motion]
 
         def nce(q, k, queue):
             return queue_nce(q, k, queue, self.temperature)

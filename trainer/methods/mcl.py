@@ -30,16 +30,19 @@ from .base import Method, register
 
 
 class Heads(nn.Module):
-    """The backbone and MCL's three heads: inter (video), intra (clip) and order features."""
+    """The backbone and MCL's three heads: inter (video), intra (clip) and order features (none with
+    ``order_dim=0``: a head no loss uses would be a parameter without gradient, which DDP refuses)."""
 
     def __init__(self, backbone: str, backbone_args: dict, dim: int, order_dim: int):
         super().__init__()
         self.backbone = build(backbone, 3, **backbone_args)
         d = self.backbone.out_dim
-        self.inter, self.intra, self.order = mlp([d, d, dim]), mlp([d, d, dim]), mlp([d, d, order_dim])
+        self.inter, self.intra = mlp([d, d, dim]), mlp([d, d, dim])
+        self.order = mlp([d, d, order_dim]) if order_dim else None
 
-    def embed(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return F.normalize(self.inter(pooled), dim=1), F.normalize(self.intra(pooled), dim=1), self.order(pooled)
+    def embed(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        order = self.order(pooled) if self.order is not None else None
+        return F.normalize(self.inter(pooled), dim=1), F.normalize(self.intra(pooled), dim=1), order
 
 
 @register
@@ -47,6 +50,7 @@ class MCL(Method):
     name = "mcl"
     modalities = ("rgb", "mv")
     views = 4
+    bn = "shuffle"  # the authors' code (DistributedShuffle on every key clip)
 
     def __init__(self, backbone: str = "tiny", backbone_args: dict | None = None, dim: int = 128,
                  queue: int = 4096, momentum: float = 0.999, temperature: float = 0.1,
@@ -56,10 +60,10 @@ class MCL(Method):
         if motion not in ("auto", "mv", "flow"):
             raise ValueError(f"mcl: motion must be auto, mv or flow, got {motion!r}")
         self.modalities = ("rgb", "flow" if motion == "flow" else "mv")
-        self.online = Heads(backbone, dict(backbone_args or {}), dim, order_dim)
+        self.online = Heads(backbone, dict(backbone_args or {}), dim, order_dim if order_weight else 0)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
         self.order_classifier = nn.Linear(3 * order_dim, 2) if order_weight else None
-        self.queue = Queue(dim, queue) if queue else None
+        self.queue = Queue(dim, queue, per_sample=3) if queue else None  # its other view and the two other clips
         self.momentum, self.temperature, self.intra_temperature = momentum, temperature, intra_temperature
         self.order_weight, self.mal_weight = order_weight, mal_weight
         self._sampler = MotionFocused(p=p, top=top, window=window, source=motion)
@@ -75,9 +79,8 @@ class MCL(Method):
         q, k, o1, o2 = (view["rgb"] for view in batch["views"][:4])
         activation = self.online.backbone.forward_features(q)
         zq, yq, hq = self.online.embed(pool(activation))
-        with torch.no_grad():
-            (zk, yk, _), (z1, y1, h1), (z2, y2, h2) = (self.target.embed(self.target.backbone(x))
-                                                         for x in (k, o1, o2))
+        (zk, yk, _), (z1, y1, h1), (z2, y2, h2) = (self.keys(lambda v: self.target.embed(self.target.backbone(v)), x)
+                                                     for x in (k, o1, o2))
         terms = {
             "inter": sum(queue_nce(zq, z, self.queue, self.temperature) for z in (zk, z1, z2)) / 3,
             "intra": 0.5 * sum(info_nce(yq, yk, temperature=self.intra_temperature, own_negatives=y[:, None])
