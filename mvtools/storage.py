@@ -113,6 +113,11 @@ def zarr_store(location: str | os.PathLike, *, read_only: bool = True,
     return store if read_only else SizeRecordingStore(store)
 
 
+def open_root(location: str | os.PathLike, storage_options: Mapping[str, str] | None = None) -> zarr.Group:
+    """The root group of the store at ``location``, read-only (what readers like the trainer open)."""
+    return zarr.open_group(zarr_store(location, storage_options=storage_options), mode="r", zarr_format=3)
+
+
 def _object_store(url: str, options: dict[str, str]):
     from obstore.store import from_url
 

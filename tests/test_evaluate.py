@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mvtools.cli import main
-from trainer.data import DataError, Video
-from trainer.evaluate import evaluate, linear_probe, retrieval, split_keys
+from trainer.data import DataError, Video, split_keys, split_videos
+from trainer.evaluate import evaluate, linear_probe, retrieval
 from trainer.loop import TrainConfig, train
 
 
@@ -40,6 +40,16 @@ def test_split_keys_prefers_the_store_split_and_falls_back_per_class():
     assert test_keys == ["x3", "y3"] and "z0" in train_keys and "no splits" in source
     with pytest.raises(DataError, match="'u' has no label"):
         split_keys([video("u", None)])
+
+
+def test_split_videos_takes_the_store_split_else_the_per_class_rule():
+    stored = [video("a", "x", "train"), video("b", "x", "val"), video("c", "y", "train")]
+    assert [v.key for v in split_videos(stored, "val")] == ["b"]
+    assert [v.key for v in split_videos(stored, "test")] == ["b"]  # no "test": the store's val is the test side
+    plain = [video(f"{c}{i}", c) for c in "xy" for i in range(4)]
+    assert [v.key for v in split_videos(plain, "test")] == ["x3", "y3"]
+    assert len(split_videos(plain, "train")) == 6 and split_videos(plain, "val") == []
+    assert split_videos(plain, None) == plain
 
 
 def uniform_videos(values, labels) -> dict:

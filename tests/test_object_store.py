@@ -1,6 +1,7 @@
 """Stores in object storage, against a real S3-compatible server (SeaweedFS, started by the test session)."""
 
 import hashlib
+import json
 import shutil
 import signal
 import subprocess
@@ -143,3 +144,20 @@ def test_a_network_drop_mid_run_loses_nothing_and_a_rerun_completes(small, tmp_p
         assert content(url, **server.options()) == content(local)
     finally:
         server.kill()
+
+
+def test_train_and_eval_read_a_store_in_s3(s3, tmp_path):
+    """The trainer streams clips from s3:// (DataLoader workers started by forkserver) and evaluates from it."""
+    src = tmp_path / "videos"
+    make_dataset(src, videos=8, seed=2, num_frames=24, width=96, height=64, classes=["left", "right"])
+    url = "s3://mvtools-test/train.zarr"
+    endpoint = ["--storage-option", f"endpoint={s3.endpoint}"]
+    cli("extract", src, "-o", url, *endpoint, "--workers", "0", "--quiet", env=s3.env(), check_rc=0)
+    recipe = Path(__file__).resolve().parents[1] / "pipelines" / "train" / "rgb_tiny.yaml"
+    cli("train", "--config", recipe, "--store", url, *endpoint, "--out", tmp_path / "run", "--steps", 5,
+        "--batch-size", 4, "--workers", 2, "--quiet", env=s3.env(), check_rc=0)
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    out = cli("eval", "--checkpoint", tmp_path / "run" / "checkpoint.pt", "--store", url, *endpoint, "--json",
+              env=s3.env(), check_rc=0)
+    result = json.loads(out.stdout)
+    assert result["train_videos"] + result["test_videos"] == 8 and result["classes"] == 2

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import zarr
 
 from mvtools.store import open_store
 from trainer.data import (
@@ -135,8 +136,8 @@ def test_missing_modality_and_empty_split_are_named(synth_store, mv_only_store):
         ClipDataset(mv_only_store, modalities=("rgb",))
     with pytest.raises(DataError, match="'flow'"):
         ClipDataset(synth_store, modalities=("flow",))
-    with pytest.raises(DataError, match="split 'test'"):
-        ClipDataset(synth_store, split="test")
+    with pytest.raises(DataError, match="split 'val'"):
+        ClipDataset(synth_store, split="val")  # the store has no splits; only train / test fall back
     with pytest.raises(DataError, match="unknown modalities"):
         ClipDataset(synth_store, modalities=("depth",))
 
@@ -182,3 +183,36 @@ def test_vectors_per_frame_of_displacement(tmp_path):
         got = read_view(ds.group(0), ds.videos[0], View(0, box), ("mv",), spec, augment=False)["mv"]
         np.testing.assert_allclose(got[0].mean((1, 2)).numpy(), want_past, atol=1e-6)
         np.testing.assert_allclose(got[2].mean((1, 2)).numpy(), want_future, atol=1e-6)
+
+
+class CountingStore(zarr.storage.WrapperStore):
+    """Every read a zarr reader makes, recorded (key, byte range)."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.reads = []
+
+    async def get(self, key, prototype, byte_range=None):
+        self.reads.append((key, byte_range))
+        return await self._store.get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        self.reads.extend(key_ranges)
+        return await self._store.get_partial_values(prototype, key_ranges)
+
+
+def test_a_clip_reads_exactly_its_frames(synth_store):
+    from trainer.data import read_frames
+
+    key = list_videos(synth_store)[0].key
+    plain = zarr.open_group(synth_store, mode="r")["videos"][key]["frames"]
+    counting = CountingStore(zarr.storage.LocalStore(synth_store, read_only=True))
+    frames = zarr.open_group(counting, mode="r")["videos"][key]["frames"]
+    idx = clip_indices(3, ClipSpec(clip_len=8, stride=2), 40)  # frames 3, 5, ..., 17
+    counting.reads.clear()
+    np.testing.assert_array_equal(read_frames(frames, idx), plain[:][idx])
+    chunks = [r for r in counting.reads if not r[0].endswith("zarr.json")]
+    assert len(chunks) == 8 + 1  # one byte range per frame, plus the shard's index
+    clamped = clip_indices(36, ClipSpec(clip_len=4, stride=2), 40)  # 36, 38, 39, 39: the last frame twice
+    np.testing.assert_array_equal(read_frames(frames, clamped), plain[:][clamped])

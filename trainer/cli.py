@@ -8,6 +8,7 @@ stays fast): method names come from the module names of ``trainer/methods``, bac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pkgutil
 import sys
@@ -46,7 +47,9 @@ def add_parsers(sub) -> None:
                     "and TensorBoard logs in RUN_DIR/tb. --resume continues a run exactly where it stopped.",
         epilog=TRAIN_EXIT)
     tr.add_argument("--method", choices=method_names(), help="pretraining method (default rgb)")
-    tr.add_argument("--store", help="an mvtools store (mvtools extract)")
+    tr.add_argument("--store", help="an mvtools store (mvtools extract): a folder or a URL (s3://bucket/x.zarr)")
+    tr.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an object-store option, repeatable (endpoint=http://host:9000, ...; see mvtools extract)")
     tr.add_argument("--out", metavar="RUN_DIR", help="run folder: checkpoint, metrics.csv, tb/")
     tr.add_argument("--config", metavar="YAML", help="a recipe from pipelines/ (e.g. pipelines/rgb_tiny.yaml); "
                                                      "flags given here override it")
@@ -70,11 +73,22 @@ def add_parsers(sub) -> None:
                     "them is split per class, the last quarter of each class's keys being the test set.",
         epilog="exit codes:\n  0  evaluated\n  2  usage error (no checkpoint, unlabelled store, empty split)")
     ev.add_argument("--checkpoint", required=True, help="RUN_DIR/checkpoint.pt")
-    ev.add_argument("--store", required=True, help="a labelled mvtools store")
+    ev.add_argument("--store", required=True, help="a labelled mvtools store: a folder or a URL")
+    ev.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an object-store option, repeatable (endpoint=http://host:9000, ...)")
     ev.add_argument("--clips", type=int, default=4, help="clips per video, averaged (default 4)")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--workers", type=int, default=2)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _storage_options(args, error) -> dict:
+    from mvtools.storage import parse_storage_options
+
+    try:
+        return parse_storage_options(args.storage_option)
+    except ValueError as e:
+        raise error(str(e)) from None
 
 
 def run_train(args) -> int:
@@ -90,6 +104,9 @@ def run_train(args) -> int:
         raise TrainError(str(e)) from None
     if not config.store or not config.out:
         raise TrainError("--store and --out are required (on the command line or in --config)")
+    if args.storage_option:
+        config = dataclasses.replace(config, storage_options={**config.storage_options,
+                                                              **_storage_options(args, TrainError)})
     try:
         with warnings.catch_warnings():  # settings worth a second look (a queue too long for the store, ...)
             warnings.showwarning = lambda message, *_, **__: print(f"mvtools train: warning: {message}",
@@ -109,10 +126,11 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
+    from .data import DataError
     from .evaluate import evaluate
 
     result = evaluate(args.checkpoint, args.store, clips=args.clips, batch_size=args.batch_size,
-                      workers=args.workers)
+                      workers=args.workers, storage_options=_storage_options(args, DataError))
     if args.json:
         print(json.dumps(result))
         return 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 import zarr
 
-from mvtools.errors import MvtoolsError
+from mvtools.errors import MvtoolsError, StoreError
+from mvtools.storage import is_remote, open_root
 from mvtools.store import open_store
 
 MODALITIES = ("rgb", "mv", "residual", "framediff", "flow", "keyframe")
@@ -88,10 +89,19 @@ class Video:
     fps: float | None = None
 
 
-def list_videos(store_path: str) -> list[Video]:
-    """The complete videos of a store, from its index (one read per column; a stale index, left by an
-    interrupted extraction, is rebuilt in memory from the video groups)."""
-    c = open_store(os.fspath(store_path)).video_index().columns
+def worker_context(store_path: str) -> str | None:
+    """The DataLoader's start method for this store: obstore's runtime (object-store URLs) does not survive a
+    ``fork``, so their workers start from a fresh ``forkserver``; local folders keep the default fork."""
+    return "forkserver" if is_remote(store_path) else None
+
+
+def list_videos(store_path: str, storage_options: Mapping[str, str] | None = None) -> list[Video]:
+    """The complete videos of a store (a folder or a URL), from its index (one read per column; a stale
+    index, left by an interrupted extraction, is rebuilt in memory from the video groups)."""
+    try:
+        c = open_store(os.fspath(store_path), storage_options=storage_options).video_index().columns
+    except StoreError as e:
+        raise DataError(str(e)) from None
     return [Video(key, int(n), int(h), int(w), label or None, split or None, float(fps) or None)
             for key, n, h, w, label, split, fps in zip(c["key"], c["num_frames"], c["stored_height"],
                                                         c["stored_width"], c["label"], c["split"], c["fps"]) if n > 0]
@@ -149,9 +159,56 @@ def random_colour(rng: np.random.Generator, spec: ClipSpec) -> tuple[tuple[float
 
 def centre_view(video: Video, spec: ClipSpec, start: int) -> View:
     """The evaluation view: the centred square of the short side, no flip, no jitter."""
+    return crop_view(video, start, 0, 1)
+
+
+def crop_view(video: Video, start: int, crop: int, crops: int) -> View:
+    """Spatial test view ``crop`` of ``crops``: squares of the short side spaced evenly along the long side, at
+    offsets (L - S) * i / (crops - 1) (3 crops: start, centre, end, as the papers' 3-crop testing); one crop is
+    the centre square. No flip, no jitter."""
     s = min(video.height, video.width)
-    x0, y0 = (video.width - s) / 2, (video.height - s) / 2
+    f = 0.5 if crops == 1 else crop / (crops - 1)
+    x0, y0 = (video.width - s) * f, (video.height - s) * f
     return View(start, (x0, y0, x0 + s, y0 + s))
+
+
+def split_keys(videos: Sequence[Video], test_fraction: float = 0.25) -> tuple[list[str], list[str], str]:
+    """(train keys, test keys, where the split came from).
+
+    The store's ``split`` attrs when it has them (test = "test", else "val"); otherwise, per class in key
+    order, the last ceil(n * test_fraction) videos of every class with at least two.
+    """
+    for missing in (v for v in videos if v.label is None):
+        raise DataError(f"video {missing.key!r} has no label; this needs labels "
+                        f"(extract with --labels folder or a --recipe)")
+    splits = {v.split for v in videos}
+    if "train" in splits and splits & {"test", "val"}:
+        test = "test" if "test" in splits else "val"
+        return ([v.key for v in videos if v.split == "train"], [v.key for v in videos if v.split == test],
+                f"store split train/{test}")
+    by_class: dict[str, list[str]] = {}
+    for v in sorted(videos, key=lambda v: v.key):
+        by_class.setdefault(v.label, []).append(v.key)
+    train, test = [], []
+    for keys in by_class.values():
+        n_test = math.ceil(len(keys) * test_fraction) if len(keys) > 1 else 0
+        train += keys[: len(keys) - n_test]
+        test += keys[len(keys) - n_test:]
+    return train, test, f"per-class last {test_fraction:.0%} of keys (the store has no splits)"
+
+
+def split_videos(videos: Sequence[Video], split: str | None) -> list[Video]:
+    """The videos of ``split``: every video for None; the store's own split when it has one by that name;
+    otherwise "train" / "test" are the two sides of ``split_keys`` (labels needed), anything else is empty."""
+    if split is None:
+        return list(videos)
+    if any(v.split == split for v in videos):
+        return [v for v in videos if v.split == split]
+    if split not in ("train", "test"):
+        return []
+    train, test, _ = split_keys(videos)
+    keys = set(train if split == "train" else test)
+    return [v for v in videos if v.key in keys]
 
 
 def crop_resize(arrays: np.ndarray, box: Sequence[float], size: int, cell: int = 1) -> np.ndarray:
@@ -241,28 +298,41 @@ class VideoArrays:
         return self._anchors
 
 
+def read_frames(array: zarr.Array, idx: np.ndarray) -> np.ndarray:
+    """``array[idx]`` for sorted frame indices, reading only those frames: one strided slice over the distinct
+    indices when they are evenly spaced (a clip: start + k * stride, repeats where it is clamped at the last
+    frame), else one contiguous read. With one frame per JPEG chunk (schema 2) a clip decodes exactly its frames."""
+    distinct = np.unique(idx)
+    step = int(distinct[1] - distinct[0]) if len(distinct) > 1 else 1
+    lo, hi = int(distinct[0]), int(distinct[-1]) + 1
+    even = len(distinct) > 1 and (np.diff(distinct) == step).all()
+    data = array[lo:hi:step] if even else array[lo:hi][distinct - lo]
+    return data[np.searchsorted(distinct, idx)]
+
+
 def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalities: Sequence[str], spec: ClipSpec,
               augment: bool = True) -> dict[str, torch.Tensor]:
     """One view of one video: the requested modalities of frames ``clip_indices(view.start)``."""
     idx = clip_indices(view.start, spec, video.num_frames)
-    lo, hi = int(idx.min()), int(idx.max()) + 1
+    lo = int(idx.min())
     out: dict[str, torch.Tensor] = {}
     if "rgb" in modalities or "framediff" in modalities:
-        first = max(lo - 1, 0) if "framediff" in modalities else lo
-        frames = group["frames"][first:hi]
-        cur = frames[idx - first]
+        before = np.maximum(idx - 1, 0)
+        wanted = np.union1d(idx, before) if "framediff" in modalities else idx
+        frames = read_frames(group["frames"], wanted)
+        cur = frames[np.searchsorted(wanted, idx)]
         if "rgb" in modalities:
             out["rgb"] = _rgb(cur, view, spec, augment)
         if "framediff" in modalities:
-            prev = frames[np.maximum(idx - 1, first) - first].astype(np.float32)
+            prev = frames[np.searchsorted(wanted, before)].astype(np.float32)
             prev[idx == 0] = cur[idx == 0]
             diff = crop_resize((cur.astype(np.float32) - prev) / 255.0, view.box, spec.size)
             out["framediff"] = _channels_first(_flip(diff, view.flip))
     if "residual" in modalities:
-        res = group["residual"][lo:hi][idx - lo].astype(np.float32) / 255.0
+        res = read_frames(group["residual"], idx).astype(np.float32) / 255.0
         out["residual"] = _channels_first(_flip(crop_resize(res, view.box, spec.size), view.flip))
     if "mv" in modalities:
-        mv = group["mv"][lo:hi][idx - lo][..., : spec.mv_channels].astype(np.float32)
+        mv = read_frames(group["mv"], idx)[..., : spec.mv_channels].astype(np.float32)
         if spec.mv_per_frame:
             past, future = (group.anchor_distances() if isinstance(group, VideoArrays) else
                             anchor_distances(group["frame_type"][:]))
@@ -270,7 +340,7 @@ def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalit
         mv = scale_vectors(crop_resize(mv, view.box, spec.size // 4, cell=4), view.box, spec.size, view.flip)
         out["mv"] = _channels_first(_flip(mv, view.flip))
     if "flow" in modalities:
-        flow = group["flow"][lo:hi][idx - lo].astype(np.float32)
+        flow = read_frames(group["flow"], idx).astype(np.float32)
         flow = scale_vectors(crop_resize(flow, view.box, spec.size), view.box, spec.size, view.flip)
         out["flow"] = _channels_first(_flip(flow, view.flip))
     if "keyframe" in modalities:
@@ -293,16 +363,20 @@ class ClipDataset(torch.utils.data.Dataset):
     """Clips of a store's videos as dicts of tensors (see the module docstring).
 
     ``views``: views per sample (2 for contrastive methods; each its own start, crop, flip, jitter).
-    ``train=False``: ``clips_per_video`` evenly spaced centre-cropped clips per video, one view each, no
-    augmentation (for evaluation). ``sampler``: a method's own ``(dataset, video, rng) -> sample``.
+    ``train=False``: ``clips_per_video`` evenly spaced clips x ``crops`` spatial crops per video (``crop_view``;
+    1 = the centre square), one view each, no augmentation (for evaluation); item i is video
+    i // (clips x crops), clip (i // crops) % clips, crop i % crops. ``split``: ``split_videos``.
+    ``sampler``: a method's own ``(dataset, video, rng) -> sample``.
     Items are indexed by ``i`` or ``(i, epoch)``.
     """
 
     def __init__(self, store_path, modalities: Sequence[str] = ("rgb",), clip_len: int = 16, stride: int = 2,
                  size: int = 112, split: str | None = None, *, views: int = 2, train: bool = True,
-                 clips_per_video: int = 1, keys: Sequence[str] | None = None, seed: int = 0,
-                 spec: ClipSpec | None = None, sampler: Sampler | None = None):
-        self.store_path = os.fspath(store_path)
+                 clips_per_video: int = 1, crops: int = 1, keys: Sequence[str] | None = None, seed: int = 0,
+                 spec: ClipSpec | None = None, sampler: Sampler | None = None,
+                 storage_options: Mapping[str, str] | None = None):
+        self.store_path = os.fspath(store_path)  # a folder or an object-store URL
+        self.storage_options = dict(storage_options or {})
         self.modalities = tuple(modalities)
         unknown = set(self.modalities) - set(MODALITIES)
         if unknown:
@@ -310,12 +384,11 @@ class ClipDataset(torch.utils.data.Dataset):
         self.spec = spec or ClipSpec(clip_len=clip_len, stride=stride, size=size)
         self.views, self.train, self.seed, self.sampler = views, train, seed, sampler
         self.clips_per_video = 1 if train else clips_per_video
-        if not os.path.exists(os.path.join(self.store_path, "zarr.json")):
-            raise DataError(f"{self.store_path}: no store here (missing zarr.json)")
-        everything = list_videos(self.store_path)
+        self.crops = 1 if train else crops
+        everything = list_videos(self.store_path, self.storage_options)
         self.classes = sorted({v.label for v in everything if v.label is not None})
-        self.videos = [v for v in everything if (split is None or v.split == split)
-                       and (keys is None or v.key in set(keys))]
+        wanted = set(keys) if keys is not None else None
+        self.videos = [v for v in split_videos(everything, split) if wanted is None or v.key in wanted]
         if not self.videos:
             what = f"split {split!r}" if split else "the requested keys" if keys is not None else "the store"
             raise DataError(f"{self.store_path}: no complete videos in {what}")
@@ -325,7 +398,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self._pid = -1
 
     def _check_arrays(self) -> None:
-        group = zarr.open_group(self.store_path, mode="r")["videos"][self.videos[0].key]
+        group = open_root(self.store_path, self.storage_options)["videos"][self.videos[0].key]
         have = {name for name, _ in group.arrays()}
         for m in self.modalities:
             missing = [a for a in ARRAYS[m] if a not in have]
@@ -336,7 +409,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def group(self, video: int) -> VideoArrays:
         """The video's arrays, opened in this process (handles are not shared across a fork)."""
         if self._videos_group is None or self._pid != os.getpid():
-            self._videos_group = zarr.open_group(self.store_path, mode="r")["videos"]
+            self._videos_group = open_root(self.store_path, self.storage_options)["videos"]
             self._open.clear()
             self._pid = os.getpid()
         if video in self._open:
@@ -352,7 +425,7 @@ class ClipDataset(torch.utils.data.Dataset):
         return self.classes.index(lab) if lab is not None else -1
 
     def __len__(self) -> int:
-        return len(self.videos) * self.clips_per_video
+        return len(self.videos) * self.clips_per_video * self.crops
 
     def read(self, video: int, view: View, modalities: Sequence[str] | None = None,
              spec: ClipSpec | None = None) -> dict[str, torch.Tensor]:
@@ -369,7 +442,8 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item) -> dict:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
-        video, clip = divmod(int(index), self.clips_per_video)
+        video, view = divmod(int(index), self.clips_per_video * self.crops)
+        clip, crop = divmod(view, self.crops)
         if self.train:
             rng = np.random.default_rng([self.seed, epoch, index])
             sample = (self.sampler or ClipDataset.sample_views)(self, video, rng)
@@ -377,7 +451,7 @@ class ClipDataset(torch.utils.data.Dataset):
             v = self.videos[video]
             room = max(v.num_frames - self.spec.span, 0)
             start = round(room * (clip + 0.5) / self.clips_per_video)
-            sample = {"views": [self.read(video, centre_view(v, self.spec, start))]}
+            sample = {"views": [self.read(video, crop_view(v, start, crop, self.crops))]}
         return {**sample, "label": self.label(video), "key": self.videos[video].key, "video": video}
 
 

@@ -9,41 +9,14 @@ fraction of queries with a same-class video among the k nearest; ``knn_top1`` = 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ClipDataset, ClipSpec, DataError, Video, list_videos
+from .data import ClipDataset, ClipSpec, DataError, list_videos, split_keys, worker_context
 from .loop import build_method, load_checkpoint
 
 RECALL_AT = (1, 5, 10, 20)
-
-
-def split_keys(videos: list[Video], test_fraction: float = 0.25) -> tuple[list[str], list[str], str]:
-    """(train keys, test keys, where the split came from).
-
-    The store's ``split`` attrs when it has them (test = "test", else "val"); otherwise, per class in key
-    order, the last ceil(n * test_fraction) videos of every class with at least two.
-    """
-    for missing in (v for v in videos if v.label is None):
-        raise DataError(f"video {missing.key!r} has no label; evaluation needs labels "
-                        f"(extract with --labels folder or a --recipe)")
-    splits = {v.split for v in videos}
-    if "train" in splits and splits & {"test", "val"}:
-        test = "test" if "test" in splits else "val"
-        return ([v.key for v in videos if v.split == "train"], [v.key for v in videos if v.split == test],
-                f"store split train/{test}")
-    by_class: dict[str, list[str]] = defaultdict(list)
-    for v in sorted(videos, key=lambda v: v.key):
-        by_class[v.label].append(v.key)
-    train, test = [], []
-    for keys in by_class.values():
-        n_test = int(np.ceil(len(keys) * test_fraction)) if len(keys) > 1 else 0
-        train += keys[: len(keys) - n_test]
-        test += keys[len(keys) - n_test:]
-    return train, test, f"per-class last {test_fraction:.0%} of keys (the store has no splits)"
 
 
 @torch.no_grad()
@@ -51,7 +24,9 @@ def embed(method, dataset: ClipDataset, batch_size: int = 16, workers: int = 2,
           device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """(features (V, D) normalised, labels (V,)), clip features averaged per video."""
     method.eval().to(device)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    context = worker_context(dataset.store_path) if workers else None
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                         multiprocessing_context=context)
     sums: dict[int, torch.Tensor] = {}
     labels: dict[int, int] = {}
     for batch in loader:
@@ -97,14 +72,14 @@ def retrieval(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor
 
 
 def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike, *, clips: int = 4, batch_size: int = 16,
-             workers: int = 2, device: str | None = None) -> dict:
+             workers: int = 2, device: str | None = None, storage_options: dict | None = None) -> dict:
     """Linear probe and retrieval of a checkpoint's encoder on a store's train/test split."""
     state = load_checkpoint(checkpoint)
     config = state["config"]
     method = build_method(config)
     method.load_state_dict(state["model"])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    videos = list_videos(os.fspath(store))
+    videos = list_videos(os.fspath(store), storage_options)
     if not videos:
         raise DataError(f"{store}: no complete videos")
     train_keys, test_keys, source = split_keys(videos)
@@ -115,7 +90,7 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike, *, clips: 
     feats = {}
     for name, keys in (("train", train_keys), ("test", test_keys)):
         ds = ClipDataset(store, modalities=method.eval_modalities, train=False, clips_per_video=clips, keys=keys,
-                         spec=spec)
+                         spec=spec, storage_options=storage_options)
         feats[name] = embed(method, ds, batch_size, workers, device)
     classes = ds.classes
     (xtr, ytr), (xte, yte) = feats["train"], feats["test"]

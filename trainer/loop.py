@@ -23,7 +23,7 @@ import torch.distributed as dist
 from mvtools.errors import MvtoolsError
 
 from .batchnorm import BN_MODES, convert_sync_batchnorm
-from .data import ClipDataset, ClipSpec, StepBatches, list_videos
+from .data import ClipDataset, ClipSpec, StepBatches, list_videos, worker_context
 from .distributed import everywhere, rank_mismatches
 from .losses import Queue
 from .methods import REGISTRY, Method
@@ -68,6 +68,7 @@ class TrainConfig:
     mv_per_frame: bool = False  # motion vectors per frame of displacement (trainer.data.anchor_distances)
     augment: dict = field(default_factory=dict)  # ClipSpec overrides: scale, ratio, jitter, grayscale, flip, ...
     bn: str = ""  # "shuffle", "sync" or "local" (trainer.batchnorm); "" = the method's paper choice (Method.bn)
+    storage_options: dict = field(default_factory=dict)  # for an object-store URL (mvtools.storage); no secrets
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
@@ -150,8 +151,8 @@ def queue_warnings(method: Method, config: TrainConfig, videos: int, world: int)
     return out
 
 
-def default_split(store: str) -> str | None:
-    return "train" if any(v.split == "train" for v in list_videos(store)) else None
+def default_split(store: str, storage_options: dict | None = None) -> str | None:
+    return "train" if any(v.split == "train" for v in list_videos(store, storage_options)) else None
 
 
 def _optimizer(method: Method, config: TrainConfig) -> torch.optim.Optimizer:
@@ -264,10 +265,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     rank, world, device = _distributed_setup()
     torch.manual_seed(config.seed)
     method = build_method(config).to(device)
-    split = config.split if config.split is not None else default_split(config.store)
+    split = config.split if config.split is not None else default_split(config.store, config.storage_options)
     spec = ClipSpec(config.clip_len, config.stride, config.size, mv_per_frame=config.mv_per_frame, **config.augment)
     dataset = ClipDataset(config.store, modalities=method.modalities, split=split, views=method.views,
-                          seed=config.seed, spec=spec, sampler=method.sampler())
+                          seed=config.seed, spec=spec, sampler=method.sampler(), storage_options=config.storage_options)
     if rank == 0:
         for message in queue_warnings(method, config, len(dataset.videos), world):
             warnings.warn(message, QueueWarning, stacklevel=2)
@@ -290,7 +291,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=batches, num_workers=config.workers, pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(config.seed),  # leaves the global RNG alone: resume stays exact
-        persistent_workers=False)
+        persistent_workers=False, multiprocessing_context=worker_context(config.store) if config.workers else None)
     main = rank == 0
     out.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(out / "metrics.csv", start) if main else None
