@@ -19,6 +19,10 @@ direction is the label) and light colour jitter (at this CPU budget, with the re
 supervised tiny 3D CNN learns these motions or not depending on the seed: 9% to 90% top-1 after 150 steps).
 ``--keep DIR`` keeps the videos and stores (reused on the next run); ``--json FILE`` records every run as it
 finishes and reuses the runs already recorded there with the same settings (rerun a subset, print the whole).
+``--finetune-steps N`` then fine-tunes every pretrained checkpoint (``trainer.finetune``, the
+``pipelines/finetune/ucf101_tiny.yaml`` recipe at N steps, the same augmentation) and, as the baseline, the same
+network from random weights (``--from-scratch``) at the same steps, and tests each with 10 clips x 3 crops per
+video (softmax averaged): a second table of fine-tuned top-1 per method.
 ``--variant NAME:METHOD:JSON`` adds a row trained like METHOD with its ``method_args`` updated by JSON (a loss-term
 ablation, e.g. ``mcl_no_mal:mcl:{"mal_weight": 0}``); the checkpoints stay in DIR/runs for
 ``benchmarks/motion_probe.py`` when ``--keep`` is given.
@@ -117,6 +121,21 @@ def run(name: str, seed: int, store: Path, work: Path, args) -> dict:
     return {**result, "train_s": seconds}
 
 
+def finetuned(checkpoint: Path | None, seed: int, store: Path, out: Path, args) -> dict:
+    """Fine-tune a pretrained checkpoint (None: random weights) and test it multi-view (10 x 3)."""
+    from trainer.finetune import finetune
+
+    if out.exists():
+        shutil.rmtree(out)
+    t0 = time.perf_counter()
+    result = finetune(store, out, checkpoint=checkpoint, from_scratch=checkpoint is None,
+                      recipe=ROOT / "pipelines" / "finetune" / "ucf101_tiny.yaml", progress=False,
+                      overrides={"steps": args.finetune_steps, "seed": seed, "workers": args.workers,
+                                 "batch_size": args.batch_size, "augment": json.loads(args.augment)})
+    return {k: result[k] for k in ("top1", "top5", "mean_class_accuracy", "views")} | {
+        "train_s": time.perf_counter() - t0}
+
+
 def supervised(seed: int, store: Path, args) -> dict:
     """The reference of what labels teach the same network at the same budget: the tiny backbone and a linear
     head trained with cross-entropy on the train split (same clips, steps, batch, augmentation, AdamW at the
@@ -171,6 +190,21 @@ def settings(args) -> dict:
     return {k: getattr(args, k) for k in ("steps", "augment", "batch_size", "videos", "frames")}
 
 
+def finetune_table(name: str, results: dict, args) -> None:
+    print(f"\n{name}, fine-tuned: every pretrained checkpoint above and random weights, "
+          f"{args.finetune_steps} steps of pipelines/finetune/ucf101_tiny.yaml (SGD, dropout 0.5, step decay), "
+          f"augment {args.augment}; test: 10 clips x 3 crops per video, softmax averaged\n")
+    print("| initialisation | fine-tuned top-1 (%) | vs scratch | per seed | top-5 (%) | mean class (%) | s/run |")
+    print("|---|---|---|---|---|---|---|")
+    base = statistics.mean(r["top1"] for r in results["scratch"]) if "scratch" in results else None
+    for m, rs in results.items():
+        top1 = [r["top1"] for r in rs]
+        gain = f"{(statistics.mean(top1) - base) * 100:+.1f}" if base is not None and m != "scratch" else ""
+        print(f"| {'random (--from-scratch)' if m == 'scratch' else m} | {cell(top1)} | {gain} | "
+              f"{', '.join(f'{v * 100:.1f}' for v in top1)} | {cell([r['top5'] for r in rs])} | "
+              f"{cell([r['mean_class_accuracy'] for r in rs])} | {statistics.mean(r['train_s'] for r in rs):.0f} |")
+
+
 def cell(values) -> str:
     mean = statistics.mean(values) * 100
     return f"{mean:.1f} +- {statistics.stdev(values) * 100:.1f}" if len(values) > 1 else f"{mean:.1f}"
@@ -220,6 +254,8 @@ def main() -> None:
     parser.add_argument("--json", metavar="FILE", help="record every run here; runs recorded with the same "
                                                        "settings are reused")
     parser.add_argument("--no-supervised", action="store_true", help="skip the supervised reference row")
+    parser.add_argument("--finetune-steps", type=int, default=0, help="fine-tune every checkpoint and random "
+                                                                      "weights this many steps (0: no)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:METHOD:JSON",
                         help="also train METHOD with these method_args as row NAME (repeatable)")
     args = parser.parse_args()
@@ -230,7 +266,7 @@ def main() -> None:
         record = {}  # other settings: nothing to reuse
     record.update(settings=settings(args))
     runs = record.setdefault("runs", {})
-    costs = []
+    costs, tuned = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
         results = {}
@@ -256,8 +292,21 @@ def main() -> None:
                         if args.json:
                             Path(args.json).write_text(json.dumps(record, indent=1))
                     results[name].setdefault(m, []).append(runs[key])
+            tuned[name] = {}
+            for m in (["scratch"] + methods) if args.finetune_steps else []:
+                for seed in seeds:
+                    key = f"{name}/{m}/{seed}/finetune/{args.finetune_steps}"
+                    if key not in runs:
+                        checkpoint = None if m == "scratch" else work / "runs" / f"{store.stem}_{m}_{seed}" / \
+                            "checkpoint.pt"
+                        runs[key] = finetuned(checkpoint, seed, store, work / "runs" / f"ft_{name}_{m}_{seed}", args)
+                        if args.json:
+                            Path(args.json).write_text(json.dumps(record, indent=1))
+                    tuned[name].setdefault(m, []).append(runs[key])
     for name in sets:
         table(name, results[name], args)
+        if tuned.get(name):
+            finetune_table(name, tuned[name], args)
     if costs:
         print(f"\nPreparing the motion input: extraction of {args.cost_videos} camera-set videos in one process "
               f"(one core), same run\n")

@@ -102,7 +102,9 @@ def _gather_unequal(x, sizes):
 RUNS = [("rgb", "rgb", {"queue": 16}), ("mcd", "mcd", {}), ("maclr", "maclr", {"queue": 16}),
         ("mcl", "mcl", {"queue": 24}), ("mcl_no_order", "mcl", {"queue": 24, "order_weight": 0.0}),
         ("fima", "fima", {"queue": 16, "motion_queue": 16}), ("hcml", "hcml", {"instance": 0.5, "queue": 16}),
-        ("drifting_weights", "drifting_weights", {"queue": 16}), ("drifting_queue", "drifting_queue", {"queue": 16})]
+        ("drifting_weights", "drifting_weights", {"queue": 16}), ("drifting_queue", "drifting_queue", {"queue": 16}),
+        # fine-tuning and the linear-SGD protocol run through the same loop
+        ("supervised", "supervised", {"classes": 2}), ("linear_sgd", "supervised", {"classes": 2, "freeze": True})]
 
 
 def methods(store: str, out_dir: str) -> dict:
@@ -136,7 +138,7 @@ def methods(store: str, out_dir: str) -> dict:
         config.method_args.update(args)
         try:
             summary = train(config, progress=False)
-            results[run] = {"ok": True, "bn": config.bn, "world_size": summary["world_size"]}
+            results[run] = {"ok": True, "bn": summary["bn"], "world_size": summary["world_size"]}
         except Exception as e:
             results[run] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
     return results

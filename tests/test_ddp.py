@@ -71,7 +71,7 @@ def runs(synth_store, tmp_path_factory):
 
 
 PAPER_BN = {"rgb": "shuffle", "mcd": "sync", "maclr": "shuffle", "mcl": "shuffle", "mcl_no_order": "shuffle",
-            "fima": "shuffle", "hcml": "sync"}
+            "fima": "shuffle", "hcml": "sync", "supervised": "local", "linear_sgd": "local"}
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""``mvtools train`` and ``mvtools eval``: argument parsing and the thin calls into ``loop`` and ``evaluate``.
+"""``mvtools train``, ``eval``, ``finetune`` and ``export``: argument parsing and thin calls into ``loop``,
+``evaluate`` and ``finetune``.
 
 ``register`` is the ``mvtools.commands`` entry point. Building the parsers imports no torch (``mvtools --help``
 stays fast): method names come from the module names of ``trainer/methods``, backbone names from
@@ -26,9 +27,10 @@ def method_names() -> list[str]:
 
 
 def register(sub) -> dict:
-    """Add ``train`` and ``eval`` to the ``mvtools`` sub-parsers; returns their handlers."""
+    """Add ``train``, ``eval``, ``finetune`` and ``export`` to the ``mvtools`` sub-parsers; returns their handlers."""
     add_parsers(sub)
-    return {"train": run_train, "eval": run_eval}
+    add_downstream_parsers(sub)
+    return {"train": run_train, "eval": run_eval, "finetune": run_finetune, "export": run_export}
 
 TRAIN_EXIT = """exit codes:
   0  trained to --steps; RUN_DIR/checkpoint.pt holds the last state
@@ -64,22 +66,94 @@ def add_parsers(sub) -> None:
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = sub.add_parser(
-        "eval", help="linear probe and retrieval of a pretrained encoder",
+        "eval", help="linear probes and retrieval of a pretrained encoder, multi-view test of a classifier",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Freeze the checkpoint's encoder, embed every video of STORE (centre crops of evenly spaced\n"
-                    "clips, averaged), train a linear classifier on the train split and report its top-1 on the\n"
-                    "test split (linear_top1), and nearest-neighbour retrieval test -> train (knn_top1,\n"
-                    "recall@1/5/10/20). Splits come from the store (--recipe at extraction); a store without\n"
-                    "them is split per class, the last quarter of each class's keys being the test set.",
-        epilog="exit codes:\n  0  evaluated\n  2  usage error (no checkpoint, unlabelled store, empty split)")
+        description="--protocol lbfgs (default for a pretraining run): freeze the encoder, embed every video of\n"
+                    "STORE (centre crops of --clips evenly spaced clips, averaged), train an L-BFGS linear\n"
+                    "classifier on standardised train features and report its top-1 on the test split\n"
+                    "(linear_top1), and nearest-neighbour retrieval test -> train (knn_top1, recall@1/5/10/20).\n"
+                    "--protocol linear-sgd: the linear protocol of MCL/FIMA: a linear classifier trained with SGD\n"
+                    "on augmented clips of the frozen encoder, tested multi-view (--clips x --crops, softmax\n"
+                    "averaged per video: top1, top5, mean class accuracy).\n"
+                    "--protocol multiview (default for a fine-tuned run, mvtools finetune): its multi-view test.\n"
+                    "Splits come from the store (--recipe at extraction); a store without them is split per\n"
+                    "class, the last quarter of each class's keys being the test set.",
+        epilog="exit codes:\n  0  evaluated\n  2  usage error (no checkpoint, unlabelled store, empty split, protocol "
+               "that does not fit the checkpoint)")
     ev.add_argument("--checkpoint", required=True, help="RUN_DIR/checkpoint.pt")
     ev.add_argument("--store", required=True, help="a labelled mvtools store: a folder or a URL")
     ev.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                     help="an object-store option, repeatable (endpoint=http://host:9000, ...)")
-    ev.add_argument("--clips", type=int, default=4, help="clips per video, averaged (default 4)")
+    ev.add_argument("--protocol", choices=("lbfgs", "linear-sgd", "multiview"),
+                    help="lbfgs (pretraining runs) or multiview (fine-tuned runs) by default")
+    ev.add_argument("--clips", type=int, help="clips per video (default 4 for lbfgs, 10 for the multi-view test)")
+    ev.add_argument("--crops", type=int, default=3, help="spatial crops per clip in the multi-view test (default 3)")
+    ev.add_argument("--clip-len", type=int, help="frames per clip (default: the run's)")
+    ev.add_argument("--stride", type=int, help="frame stride (default: the run's)")
+    ev.add_argument("--size", type=int, help="crop size in pixels (default: the run's)")
+    ev.add_argument("--steps", type=int, help="linear-sgd: classifier training steps (default 100)")
+    ev.add_argument("--lr", type=float, help="linear-sgd: learning rate (default 0.1)")
+    ev.add_argument("--out", metavar="RUN_DIR", help="linear-sgd: keep the classifier's run here (default: none)")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--workers", type=int, default=2)
+    ev.add_argument("--plot", metavar="PNG", help="multi-view protocols: write the confusion matrix here")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+DOWNSTREAM_EXIT = """exit codes:
+  0  fine-tuned and tested; RUN_FT/test.json holds the test metrics
+  1  training failed (a NaN loss, ...): the last good checkpoint is kept
+  2  usage error (unlabelled store, test classes missing from train, --init or --checkpoint that does not fit
+     the backbone, existing run without --resume): one line says what; nothing is written
+
+multi-GPU: torchrun --nproc_per_node N -m mvtools finetune ... (DDP; --batch-size is per process)"""
+
+
+def add_downstream_parsers(sub) -> None:
+    ft = sub.add_parser(
+        "finetune", help="fine-tune an encoder on a labelled store and test it multi-view",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train the encoder plus dropout and a linear classifier end to end with cross-entropy on\n"
+                    "STORE's train split (SGD with momentum, step or cosine schedule: --config), starting from a\n"
+                    "pretraining run (--checkpoint), a state dict (--init: mvtools export's or torchvision's) or\n"
+                    "random weights (--from-scratch, the baseline). Then test on the test split with 10 clips x 3\n"
+                    "crops per video, softmax averaged: top1, top5, mean class and per-class accuracy\n"
+                    "(RUN_FT/test.json; RUN_FT/confusion.png with --plot). Same loop as mvtools train: resume,\n"
+                    "DDP, metrics.csv, TensorBoard.",
+        epilog=DOWNSTREAM_EXIT)
+    ft.add_argument("--store", required=True, help="a labelled mvtools store: a folder or a URL")
+    ft.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an object-store option, repeatable (endpoint=http://host:9000, ...)")
+    ft.add_argument("--out", required=True, metavar="RUN_FT", help="run folder: checkpoint, metrics.csv, tb/, "
+                                                                   "test.json")
+    ft.add_argument("--checkpoint", help="RUN/checkpoint.pt of mvtools train: its exported encoder")
+    ft.add_argument("--init", metavar="PATH", help="a state dict (mvtools export, torchvision's video weights)")
+    ft.add_argument("--from-scratch", action="store_true", help="random initialisation (the baseline)")
+    ft.add_argument("--config", metavar="YAML", help="a recipe (pipelines/finetune/ucf101.yaml, ...); flags override")
+    ft.add_argument("--backbone", choices=CLIP_BACKBONES, help="with --init / --from-scratch (default tiny); a "
+                                                               "--checkpoint fixes its own")
+    ft.add_argument("--steps", type=int)
+    ft.add_argument("--batch-size", type=int, help="clips per step and process")
+    ft.add_argument("--lr", type=float)
+    ft.add_argument("--seed", type=int)
+    ft.add_argument("--workers", type=int)
+    ft.add_argument("--clips", type=int, help="test clips per video (default 10)")
+    ft.add_argument("--crops", type=int, help="test crops per clip (default 3)")
+    ft.add_argument("--resume", action="store_true", help="continue RUN_FT from its checkpoint")
+    ft.add_argument("--plot", action="store_true", help="write RUN_FT/confusion.png")
+    ft.add_argument("--quiet", action="store_true", help="no progress bar")
+    ft.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
+
+    ex = sub.add_parser(
+        "export", help="write a run's encoder as a plain state dict (torchvision's names)",
+        description="Write the encoder of RUN/checkpoint.pt (mvtools train or finetune) as a {name: tensor} state "
+                    "dict. For r2plus1d_18, r3d_18, mc3_18 and s3d the names and shapes are torchvision's: "
+                    "torchvision.models.video.r2plus1d_18().load_state_dict(torch.load(PATH), strict=False) "
+                    "reports only the classifier (fc) missing. mvtools finetune --init PATH reads it back.",
+        epilog="exit codes:\n  0  written\n  2  usage error (not a checkpoint)")
+    ex.add_argument("--checkpoint", required=True, help="RUN/checkpoint.pt")
+    ex.add_argument("-o", "--out", required=True, metavar="PATH", help="where to write the state dict (.pt)")
+    ex.add_argument("--json", action="store_true", help="print what was written as one JSON object")
 
 
 def _storage_options(args, error) -> dict:
@@ -128,16 +202,83 @@ def run_train(args) -> int:
 def run_eval(args) -> int:
     from .data import DataError
     from .evaluate import evaluate
+    from .finetune import evaluate_classifier, linear_sgd
+    from .loop import load_checkpoint
 
-    result = evaluate(args.checkpoint, args.store, clips=args.clips, batch_size=args.batch_size,
-                      workers=args.workers, storage_options=_storage_options(args, DataError))
+    options = _storage_options(args, DataError)
+    finetuned = load_checkpoint(args.checkpoint)["config"]["method"] == "supervised"
+    protocol = args.protocol or ("multiview" if finetuned else "lbfgs")
+    clip = {"clip_len": args.clip_len, "stride": args.stride, "size": args.size}
+    if protocol == "lbfgs":
+        if finetuned:
+            from .loop import TrainError
+
+            raise TrainError(f"{args.checkpoint} is a fine-tuned classifier: use --protocol multiview")
+        result = evaluate(args.checkpoint, args.store, clips=args.clips or 4, batch_size=args.batch_size,
+                          workers=args.workers, storage_options=options, **clip)
+    elif protocol == "multiview":
+        result = evaluate_classifier(args.checkpoint, args.store, clips=args.clips or 10, crops=args.crops,
+                                 batch_size=args.batch_size, workers=args.workers, storage_options=options, **clip)
+        result["protocol"] = "multiview"
+    else:
+        overrides = {"steps": args.steps, "lr": args.lr, "workers": args.workers, **clip}
+        result = linear_sgd(args.checkpoint, args.store, args.out, overrides=overrides, storage_options=options,
+                            test_views={"clips": args.clips, "crops": args.crops})
+    if protocol != "lbfgs" and args.plot:
+        from .multiview import plot_confusion
+
+        plot_confusion(result["confusion"], result["classes"], args.plot,
+                       f"{protocol}: top-1 {result['top1']:.1%} ({result['views']})")
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{result['method']} ({result['backbone']}, step {result['step']}) on {result['train_videos']} train / "
-          f"{result['test_videos']} test videos, {result['classes']} classes ({result['split']})")
-    print(f"linear_top1  {result['linear_top1']:.3f}")
-    print(f"knn_top1     {result['knn_top1']:.3f}")
-    print("recall       " + "  ".join(f"@{k.split('@')[1]} {v:.3f}" for k, v in result.items()
-                                      if k.startswith("recall@")))
+    if protocol == "lbfgs":
+        print(f"{result['method']} ({result['backbone']}, step {result['step']}) on {result['train_videos']} train / "
+              f"{result['test_videos']} test videos, {result['classes']} classes ({result['split']})")
+        print(f"linear_top1  {result['linear_top1']:.3f}")
+        print(f"knn_top1     {result['knn_top1']:.3f}")
+        print("recall       " + "  ".join(f"@{k.split('@')[1]} {v:.3f}" for k, v in result.items()
+                                          if k.startswith("recall@")))
+    else:
+        print_classification(result)
+    return 0
+
+
+def print_classification(result: dict) -> None:
+    print(f"{result['protocol']} ({result['backbone']}, step {result['step']}) on {result['test_videos']} test videos,"
+          f" {len(result['classes'])} classes, {result['views']} per video")
+    print(f"top1  {result['top1']:.3f}   top5  {result['top5']:.3f}   mean class  {result['mean_class_accuracy']:.3f}")
+
+
+def run_finetune(args) -> int:
+    from .finetune import finetune
+    from .loop import TrainError, TrainingFailed
+
+    overrides = {"backbone": args.backbone, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                 "seed": args.seed, "workers": args.workers}
+    try:
+        result = finetune(args.store, args.out, checkpoint=args.checkpoint, init=args.init,
+                          from_scratch=args.from_scratch, recipe=args.config, overrides=overrides,
+                          resume=args.resume, progress=not args.quiet, plot=args.plot,
+                          test_views={"clips": args.clips, "crops": args.crops},
+                          storage_options=_storage_options(args, TrainError))
+    except TrainingFailed as e:
+        print(f"mvtools finetune: error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_classification(result)
+        print(f"{args.out}/test.json" + (f", {args.out}/confusion.png" if args.plot else ""))
+    return 0
+
+
+def run_export(args) -> int:
+    from .finetune import export_encoder
+
+    written = export_encoder(args.checkpoint, args.out)
+    if args.json:
+        print(json.dumps(written))
+    else:
+        print(f"{written['backbone']} encoder of {written['method']} ({written['tensors']} tensors): {written['out']}")
     return 0

@@ -72,8 +72,10 @@ def retrieval(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor
 
 
 def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike, *, clips: int = 4, batch_size: int = 16,
-             workers: int = 2, device: str | None = None, storage_options: dict | None = None) -> dict:
-    """Linear probe and retrieval of a checkpoint's encoder on a store's train/test split."""
+             workers: int = 2, device: str | None = None, storage_options: dict | None = None,
+             clip_len: int | None = None, stride: int | None = None, size: int | None = None) -> dict:
+    """Linear probe and retrieval of a checkpoint's encoder on a store's train/test split (clips of the run's
+    length, stride and size unless given)."""
     state = load_checkpoint(checkpoint)
     config = state["config"]
     method = build_method(config)
@@ -85,7 +87,7 @@ def evaluate(checkpoint: str | os.PathLike, store: str | os.PathLike, *, clips: 
     train_keys, test_keys, source = split_keys(videos)
     if not train_keys or not test_keys:
         raise DataError(f"{store}: the {'train' if not train_keys else 'test'} split is empty ({source})")
-    spec = ClipSpec(config["clip_len"], config["stride"], config["size"],
+    spec = ClipSpec(clip_len or config["clip_len"], stride or config["stride"], size or config["size"],
                     mv_per_frame=config.get("mv_per_frame", False))
     feats = {}
     for name, keys in (("train", train_keys), ("test", test_keys)):

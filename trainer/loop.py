@@ -14,6 +14,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from .data import ClipDataset, ClipSpec, StepBatches, list_videos, worker_contex
 from .distributed import everywhere, rank_mismatches
 from .losses import Queue
 from .methods import REGISTRY, Method
+from .supervised import Supervised
+
+#: methods trained on labels after pretraining (``mvtools finetune``, ``eval --protocol linear-sgd``)
+DOWNSTREAM: dict[str, type[Method]] = {Supervised.name: Supervised}
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "mvtools-trainer/1"
@@ -54,6 +59,9 @@ class TrainConfig:
     batch_size: int = 8
     optimizer: str = "adamw"  # or "sgd" (momentum 0.9, nesterov)
     lr: float = 1e-3
+    schedule: str = "cosine"  # after warm-up: "cosine" to 0, or "step": x ``gamma`` at each of ``milestones``
+    milestones: list = field(default_factory=list)  # fractions of ``steps`` (step schedule)
+    gamma: float = 0.1
     weight_decay: float = 0.05
     warmup_steps: int = 10
     clip_grad: float = 5.0  # max gradient norm; 0 disables
@@ -81,8 +89,12 @@ class TrainConfig:
         return cls(**{**recipe, **{k: v for k, v in overrides.items() if v is not None}})
 
     def validate(self) -> None:
-        if self.method not in REGISTRY:
+        if self.method not in REGISTRY and self.method not in DOWNSTREAM:
             raise TrainError(f"unknown method {self.method!r}; choose from {', '.join(sorted(REGISTRY))}")
+        if self.schedule not in ("cosine", "step"):
+            raise TrainError(f"schedule must be 'cosine' or 'step', got {self.schedule!r}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise TrainError(f"milestones are fractions of the steps, between 0 and 1: got {self.milestones}")
         if self.optimizer not in ("adamw", "sgd"):
             raise TrainError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
         if self.steps < 1 or self.batch_size < 1:
@@ -91,10 +103,14 @@ class TrainConfig:
             raise TrainError(f"bn must be one of {', '.join(BN_MODES)} (or empty: the method's own), got {self.bn!r}")
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine from 1 to 0 at ``total``: 1/2 (1 + cos(pi p))."""
+def lr_factor(step: int, warmup: int, total: int, schedule: str = "cosine", milestones=(), gamma: float = 0.1
+              ) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from 1 to 0 at ``total``: 1/2 (1 + cos(pi p)); or with
+    ``schedule="step"``, gamma^k where k is the number of ``milestones`` (fractions of ``total``) passed."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "step":
+        return gamma ** sum(step >= m * total for m in milestones)
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
@@ -102,7 +118,7 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 def build_method(config: TrainConfig | dict) -> Method:
     """The configured method, with its ``bn`` mode set (BN layers made ``SyncBatchNorm`` for "sync")."""
     c = config if isinstance(config, dict) else asdict(config)
-    cls = REGISTRY[c["method"]]
+    cls = REGISTRY.get(c["method"]) or DOWNSTREAM[c["method"]]
     method = cls(backbone=c["backbone"], backbone_args=dict(c["backbone_args"]), **dict(c["method_args"]))
     method.bn = c.get("bn") or cls.bn
     if method.bn == "sync":
@@ -249,10 +265,12 @@ def _distributed_setup() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, until: int | None = None) -> dict:
-    """Run (or resume) a pretraining run; returns a summary (steps, last loss, data-wait fraction, steps/s, ...).
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, until: int | None = None,
+          initialise: Callable[[Method], None] | None = None) -> dict:
+    """Run (or resume) a training run; returns a summary (steps, last loss, data-wait fraction, steps/s, ...).
 
-    Timings leave out the first step (worker start-up, kernel warm-up).
+    Timings leave out the first step (worker start-up, kernel warm-up). ``initialise(method)`` sets the starting
+    weights of a new run (fine-tuning loads a pretrained encoder); a resumed run takes them from its checkpoint.
 
     ``until``: stop after this step as if interrupted (a checkpoint is written there); the schedule is still
     that of ``config.steps``, so a later ``resume`` continues the same run.
@@ -272,12 +290,16 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     if rank == 0:
         for message in queue_warnings(method, config, len(dataset.videos), world):
             warnings.warn(message, QueueWarning, stacklevel=2)
+    resuming = resume and ckpt_path.exists()
+    if initialise is not None and not resuming:
+        initialise(method)
     optimizer = _optimizer(method, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps))
+        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.steps, config.schedule, config.milestones,
+                                       config.gamma))
     amp = config.amp and device.type == "cuda"
     start = 0
-    if resume and ckpt_path.exists():
+    if resuming:
         state = load_checkpoint(ckpt_path)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
