@@ -383,7 +383,8 @@ def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "
             attrs["split"] = job.split
         sha = sha256_of(job.path)
         with storage_errors(store_path):
-            store = opened or open_store(store_path, mode="r+", storage_options=storage_options)
+            store = opened if opened is not None else open_store(store_path, mode="r+",
+                                                                 storage_options=storage_options)
             store.touched.discard(job.key)
             if job.expect_sha256 == sha:
                 return Outcome(job.rel, job.key, skipped=True, row=store.update_video(job.key, attrs))

@@ -455,6 +455,11 @@ class Store:
     def __len__(self) -> int:
         return len(self.keys())
 
+    def __bool__(self) -> bool:
+        """Always true: truthiness must not fall back to ``__len__``, which scans every group while the index is
+        stale (mid-run), an O(N) read per video once a task holds the store."""
+        return True
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 

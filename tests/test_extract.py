@@ -176,3 +176,22 @@ def test_reencode_to_short_gops_without_b_frames(real_h264, tmp_path):
     assert run.returncode == 2 and "other settings" in run.stderr
     with pytest.raises(ValueError, match="--reencode"):
         ExtractConfig(gop=12)
+
+
+def test_a_task_of_several_videos_reads_no_other_video(synth_dir, tmp_path, monkeypatch):
+    """Mid-run the index is stale: any listing of the store would read every video group, per video (O(N^2) at
+    scale). A task holding the store must write its videos without one."""
+    from mvtools.extract import Job, begin_run, open_run, run_jobs
+    from mvtools.store import Store
+
+    config = ExtractConfig(modalities=("frames", "mv"))
+    store, work = open_run(synth_dir, tmp_path / "s.zarr", config)
+    begin_run(store, work)
+    scans = []
+    real_scan = Store.scan
+    monkeypatch.setattr(Store, "scan", lambda self: scans.append(1) or real_scan(self))
+    jobs = [Job(rel=p.relative_to(synth_dir).as_posix(), key=f"k{i}", path=str(p), fresh=True)
+            for i, p in enumerate(sorted(synth_dir.rglob("*.mp4")))]
+    outcomes = run_jobs(jobs, str(tmp_path / "s.zarr"), config)
+    assert [o.error for o in outcomes] == [None] * len(jobs) and len(jobs) == 4
+    assert scans == []
