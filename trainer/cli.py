@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pkgutil
 import sys
 import warnings
 from pathlib import Path
 
 #: The clip backbones ``--backbone`` offers (``trainer.models.CLIP_BACKBONES``, without importing torch).
-CLIP_BACKBONES = ("tiny", "r2plus1d_18", "r3d_18", "s3d")
+CLIP_BACKBONES = ("tiny", "r2plus1d_18", "r3d_18", "mc3_18", "s3d", "i3d")
 
 
 def method_names() -> list[str]:
@@ -265,6 +266,8 @@ def run_finetune(args) -> int:
     except TrainingFailed as e:
         print(f"mvtools finetune: error: {e}", file=sys.stderr)
         return 1
+    if int(os.environ.get("RANK", "0")):
+        return 0  # under torchrun, rank 0 reports
     if args.json:
         print(json.dumps(result))
     else:

@@ -58,7 +58,7 @@ class HierarchicalNet(Backbone):
     def __init__(self, backbone: Backbone, level0: str = "framediff", motion_width: float = 0.25):
         super().__init__()
         self.level0 = level0
-        self.stem, self.stages, self.stage_dims = backbone.stem, backbone.stages, backbone.stage_dims
+        self.backbone, self.stage_dims = backbone, backbone.stage_dims  # its names: the backbone's (exported)
         widths = [max(8, round(c * motion_width)) for c in self.stage_dims]
         # vectors have a quarter of the frames' resolution: no spatial stride for them
         stride = (1, 1, 1) if level0 == "mv" else (1, 2, 2)
@@ -71,8 +71,8 @@ class HierarchicalNet(Backbone):
                        ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(appearance map per stage, motion map per level 0..L) of an RGB clip (and its level-0 motion)."""
         m = [self.motion0(temporal_difference(x) if motion is None else motion)]
-        a, maps = self.stem(x), []
-        for stage, level in zip(self.stages, self.levels):
+        a, maps = self.backbone.stem(x), []
+        for stage, level in zip(self.backbone.stages, self.levels):
             a, ml = level(stage(a), m[-1])
             maps.append(a)
             m.append(ml)
