@@ -143,8 +143,7 @@ def supervised(seed: int, store: Path, args) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from trainer.data import ClipDataset, ClipSpec, StepBatches, list_videos
-    from trainer.evaluate import split_keys
+    from trainer.data import ClipDataset, ClipSpec, StepBatches, list_videos, split_keys
     from trainer.models import build
 
     config = TrainConfig.from_yaml(recipe("rgb"), seed=seed, augment=json.loads(args.augment))

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.data import ClipDataset, ClipSpec, list_videos  # noqa: E402
-from trainer.evaluate import linear_probe, retrieval, split_keys  # noqa: E402
+from trainer.data import ClipDataset, ClipSpec, list_videos, split_keys  # noqa: E402
+from trainer.evaluate import linear_probe, retrieval  # noqa: E402
 from trainer.loop import build_method, load_checkpoint  # noqa: E402
 from trainer.methods.base import motion_input  # noqa: E402
 from trainer.models import pool  # noqa: E402
