@@ -3,7 +3,7 @@ only by motion, with the same backbone, steps and seed, then evaluate by linear 
 
     camera    ``mvtools synth``: a camera moving over random textures (8 classes: 4 directions, zoom in/out,
               rotate cw/ccw); one global motion, constant in time
-    objects   ``benchmarks/synth_objects.py``: 2-4 objects moving independently over a textured, slightly drifting
+    objects   ``benchmarks/synth_objects.py``: 3-5 objects moving independently over a textured, slightly drifting
               background, their motion changing within a clip (8 laws: swings along 4 axes, orbits cw/ccw,
               stop-and-go, spinning); what MCD's negatives, MCL's boundaries and FIMA's foreground assume
 
