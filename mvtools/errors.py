@@ -25,3 +25,14 @@ class StoreError(MvtoolsError):
         self.path = os.fspath(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class DamagedData(StoreError):
+    """Stored bytes that cannot be what was written: a chunk that does not decode, a shard missing from a
+    complete video, a size that differs from the one recorded at commit. Never read as zeros or wrong pixels."""
+
+    def __init__(self, store: str | os.PathLike, video: str, array: str, frames: tuple[int, int] | None,
+                 reason: str):
+        self.video, self.array, self.frames = video, array, frames
+        where = f"video {video!r}, array {array!r}" + (f", frames {frames[0]}-{frames[1] - 1}" if frames else "")
+        super().__init__(store, f"{where}: {reason} (mvtools verify STORE --repair marks it for re-extraction)")
