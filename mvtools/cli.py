@@ -145,10 +145,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     ex.add_argument("--dry-run", action="store_true", help="list what would be done, write nothing")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    info = sub.add_parser("info", help="summarise a store: videos, frames, bytes, settings")
+    info = sub.add_parser(
+        "info", help="summarise a store: videos, frames, bytes, settings; list its videos or failures",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The store's summary from its index (one read per column): complete, failed and pending\n"
+                    "videos, frames, files, bytes per array, labels, settings. --videos lists every complete\n"
+                    "video (key, label, split, frames); --failures every source that failed, with its reason.",
+        epilog="examples:\n  mvtools info ucf101.zarr\n  mvtools info ucf101.zarr --videos | grep Basketball\n"
+               "  mvtools info ucf101.zarr --failures --json\n\nexit codes:\n  0  done\n  2  no store there, "
+               "or a store this mvtools cannot read")
     info.add_argument("store", metavar="STORE", help="a store folder or URL")
     add_storage_option(info)
-    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--json", action="store_true",
+                      help="print one JSON object: the summary (failures under 'failed'), with --videos its "
+                           "'video_list' too")
+    info.add_argument("--videos", action="store_true",
+                      help="list every complete video: key, label, split, frames (instead of the summary)")
+    info.add_argument("--failures", action="store_true",
+                      help="list every failed source with its reason (instead of the summary)")
     info.add_argument("--rebuild-index", action="store_true",
                       help="rebuild the store's video index from its video groups (one read per video) and "
                            "write it; needed only after an interrupted run, which the next extract also mends")
@@ -319,7 +333,8 @@ def _dry_run(args, config, selection) -> int:
     work = plan(args.src_dir, store, config, **selection)
     check = [j for j in work.jobs if j.expect_sha256]
     new = [j for j in work.jobs if not j.expect_sha256]
-    print(f"dry run: {len(work.jobs)} videos under {args.src_dir} -> {args.output}")
+    selected = len(work.jobs) + len(work.unchanged)  # jobs: new and to re-check; unchanged: skipped unopened
+    print(f"dry run: {selected} videos under {args.src_dir} -> {args.output} (nothing is written)")
     print(f"  {len(new)} to extract, {len(work.unchanged)} already complete (same size and mtime: skipped), "
           f"{len(check)} to re-check (complete, but size, mtime or label changed: hashed, re-extracted if the "
           f"content changed), {len(work.orphans)} interrupted leftovers to remove")
@@ -357,12 +372,26 @@ def _human(n: float) -> str:
     return str(n)
 
 
+#: failures the plain summary names one by one (``info --failures`` lists them all)
+SHOWN_FAILURES = 10
+
+
 def _info(args) -> int:
     from .store import info
 
-    summary = info(args.store, rebuild_index=args.rebuild_index, storage_options=storage_options(args))
+    summary = info(args.store, rebuild_index=args.rebuild_index, storage_options=storage_options(args),
+                   videos=args.videos)
     if args.json:
         print(dumps(summary, indent=2))
+        return EXIT_OK
+    if args.videos or args.failures:
+        if args.videos:
+            _print_videos(summary["video_list"])
+        if args.failures:
+            for rel, reason in summary["failed"].items():
+                print(f"{rel}: {reason}")
+            if not summary["failed"]:
+                print(f"no failed sources in {summary['path']}", file=sys.stderr)
         return EXIT_OK
     ratio = summary["bytes"] / summary["source_bytes"] if summary["source_bytes"] else float("nan")
     print(f"store     {summary['path']} (schema {summary['schema']})")
@@ -371,6 +400,7 @@ def _info(args) -> int:
               "`mvtools info --rebuild-index`, rewrites it", file=sys.stderr)
     print(f"videos    {summary['videos']} complete, {len(summary['failed'])} failed, "
           f"{len(summary['incomplete'])} pending (interrupted: rerun extract)")
+    _print_failures(summary["failed"], SHOWN_FAILURES, args.store)
     print(f"frames    {summary['frames']}")
     print(f"files     {summary['files']} ({summary['files_per_video']:.1f} per video)")
     print(f"bytes     {_human(summary['bytes'])} ({ratio:.2f}x the sources' {_human(summary['source_bytes'])})")
@@ -380,6 +410,22 @@ def _info(args) -> int:
         print(f"labels    {len(summary['labels'])}: " + ", ".join(f"{k} ({v})" for k, v in summary["labels"].items()))
     print("settings  " + ", ".join(f"{k}={v}" for k, v in summary["settings"].items()))
     return EXIT_OK
+
+
+def _print_videos(rows: list[dict]) -> None:
+    header = ("key", "label", "split", "frames")
+    table = [header] + [(r["key"], r["label"] or "-", r["split"] or "-", str(r["frames"])) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>6}")
+
+
+def _print_failures(failed: dict, shown: int, store: str = "") -> None:
+    """The first ``shown`` failed sources with their reasons, and how many more there are."""
+    for rel, reason in list(failed.items())[:shown]:
+        print(f"  failed: {rel}: {reason}")
+    if len(failed) > shown:
+        print(f"  ... and {len(failed) - shown} more (mvtools info {store} --failures lists them all)")
 
 
 def _show(args) -> int:
