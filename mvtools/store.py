@@ -146,7 +146,8 @@ def array_metadata(name: str, spec: ArraySpec, length: int, tail: tuple[int, ...
     template, document = _array_template(spec, tail, inner, shard)
     meta = copy.copy(template)
     object.__setattr__(meta, "shape", (length, *tail))
-    return meta, json.dumps({**document, "shape": [length, *tail]}, allow_nan=True).encode()
+    # zarr spells a NaN fill value "NaN" (a string): a bare NaN here would be a bug, and is refused
+    return meta, json.dumps({**document, "shape": [length, *tail]}, allow_nan=False).encode()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -173,7 +174,7 @@ def _array_template(spec: ArraySpec, tail: tuple[int, ...], chunk: int, shard: i
                 "index_location": "end"}}],
             "attributes": {}, "storage_transformers": [], "dimension_names": list(spec.dims),
         })
-    return meta, json.loads(json.dumps(meta.to_dict()))
+    return meta, json.loads(json.dumps(meta.to_dict(), allow_nan=False))
 
 
 def to_stored(name: str, values: np.ndarray, spec: ArraySpec) -> np.ndarray:

@@ -1,11 +1,10 @@
 """--set KEY=VALUE on train, finetune and eval (trainer/overrides.py): dotted keys into the recipe, typed values."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from stores import write_store
+from test_strict_json import strict_loads
 
 from mvtools.cli import main
 from trainer.loop import TrainConfig
@@ -67,7 +66,9 @@ def test_train_finetune_and_eval_take_set(tmp_path, capsys):
     assert main(["finetune", "--config", "ucf101_tiny", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(ft),
                  *base, "--set", "steps=1", "--set", "batch_size=2", "--set", "test_clips=1", "--set", "test_crops=1",
                  "--set", "method_args.dropout=0.0", "--set", "size=32", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = strict_loads(capsys.readouterr().out)
+    assert result["train"]["steps_per_s"] is None  # 1 step: no timed step (NaN before; not JSON)
+    assert strict_loads((ft / "test.json").read_text()) == result
     assert result["views"] == "1 clips x 1 crops" and result["clip"] == {"clip_len": 8, "stride": 2, "size": 32}
     assert torch.load(ft / "checkpoint.pt", weights_only=True)["config"]["method_args"]["dropout"] == 0.0
     assert main(["finetune", "--config", "ucf101_tiny", "--from-scratch", "--out", str(tmp_path / "x"), *base,
@@ -75,6 +76,6 @@ def test_train_finetune_and_eval_take_set(tmp_path, capsys):
     assert "unknown key 'method'" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert main(["eval", "--checkpoint", str(ft / "checkpoint.pt"), "--clips", "1", "--crops", "1", *base[:-1],
                  "--set", "size=16", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["clip"]["size"] == 16
+    assert strict_loads(capsys.readouterr().out)["clip"]["size"] == 16
     assert main(["eval", "--checkpoint", str(ft / "checkpoint.pt"), *base[:-1], "--set", "lr=0.1"]) == 2
     assert "--protocol linear-sgd takes every key" in capsys.readouterr().err
