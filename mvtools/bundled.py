@@ -109,7 +109,7 @@ def find_recipe(value: str, kind: str | None = None) -> Recipe:
         raise MvtoolsError(f"recipe {value!r} is ambiguous: {', '.join(r.name for r in found)}; give one of these")
     of_kind = [r for r in every if kind is None or r.kind == kind]
     shown = {r.short: r.short for r in of_kind} if kind else {r.short: r.name for r in every}
-    shown.update({r.name: r.name for r in every})  # what each candidate is shown as
+    shown.update({r.name: r.short if r.kind == kind else r.name for r in every})  # candidate -> as shown
     close = list(dict.fromkeys(shown[c] for c in difflib.get_close_matches(name, list(shown), n=8, cutoff=0.5)))[:5]
     what = f"bundled {kind} recipe" if kind else "bundled recipe"
     hint = f"close: {', '.join(close)}" if close else f"the {kind or 'bundled'} recipes: " + ", ".join(
