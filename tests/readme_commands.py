@@ -69,6 +69,8 @@ def _parse_line(line: str, partial: bool) -> list[Command]:
     if "mvtools" not in tokens or tokens[0] not in ("mvtools", "torchrun"):
         return []
     tokens = tokens[tokens.index("mvtools") + 1:]
+    shell = [i for i, t in enumerate(tokens) if t in ("|", "&&", ";") or t.startswith((">", "2>", "<"))]
+    tokens = tokens[: shell[0]] if shell else tokens  # a redirection or a pipe ends the mvtools command
     partial = partial or "..." in tokens
     tokens = [t for t in tokens if t != "..."]
     return [Command(argv, line, partial) for argv in _argvs(tokens)]

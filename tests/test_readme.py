@@ -26,7 +26,8 @@ def test_a_renamed_flag_an_unknown_recipe_or_a_missing_notebook_fails(tmp_path, 
     (tmp_path / "README.md").write_text(
         "```bash\nmvtools extract SRC -o s.zarr --no-such-flag   # gone\n"
         "mvtools train --config rgb_tinyy --store s.zarr --out run\n"
-        "mvtools info s.zarr [--json|--videos]\ntorchrun --nproc_per_node 8 -m mvtools finetune --config ucf101 ...\n"
+        "mvtools info s.zarr [--json|--videos] > info.txt\n"
+        "torchrun --nproc_per_node 8 -m mvtools finetune --config ucf101 ...\n"
         "```\nSee pipelines/train/nope.yaml, `mvtools shw KEY` and examples/nope.ipynb.\n")
     checked, failed = check(tmp_path / "README.md")
     assert len(failed) == 5, failed
