@@ -43,18 +43,20 @@ class Recipe:
         return self.name.rpartition("/")[2]
 
     def summary(self) -> str:
-        """What it is: the first phrase of its header's description (the comment lines after the command lines)."""
-        text = []
+        """What it is: the first phrase of its header's description (the comment lines after the command lines),
+        or its first command line where it has no description."""
+        text, first = [], ""
         for line in self.path.read_text().splitlines():
             if not line.startswith("#"):
                 break
             line = line.lstrip("#").strip()
             if not text and (not line or line.startswith(("mvtools ", "torchrun "))):
+                first = first or line
                 continue
             if not line and text:
                 break
             text.append(line)
-        return first_phrase(" ".join(text))
+        return first_phrase(" ".join(text)) if text else first
 
 
 def first_phrase(text: str, limit: int = 100) -> str:

@@ -1,11 +1,12 @@
 """What the README tells a user to type, checked against the mvtools that is installed.
 
-- every ``mvtools ...`` line of its bash blocks (``torchrun ... -m mvtools ...`` too) and every inline
-  ``mvtools ...`` span parses with the real argparse parser (a renamed flag or command fails); ``[--json]`` is an
-  optional flag, ``A|B`` alternatives are tried one by one, and a line with ``...`` (or an inline span) may leave
-  required arguments out;
-- every ``--config`` value of those lines, and every ``pipelines/*.yaml`` and ``examples/*.ipynb`` the text names,
-  resolves to a file shipped with the installed package (from an empty folder: run this there);
+- every ``mvtools ...`` line of its bash blocks (``torchrun ... -m mvtools ...`` too), every inline ``mvtools ...``
+  span, and every example in the commands' ``--help`` parses with the real argparse parser (a renamed flag or
+  command fails); ``[--json]`` is an optional flag, ``A|B`` alternatives are tried one by one, a redirection ends
+  the command, and a line with ``...`` (or an inline span) may leave required arguments out;
+- every ``--config`` value of those lines (but a user's own ``*.yaml``), and every ``pipelines/*.yaml`` and
+  ``examples/*.ipynb`` the text names, resolves to a file shipped with the installed package (from an empty
+  folder: run this there);
 - the licence file is in the installed package's metadata.
 
 Used by tests/test_readme.py (the checkout's install) and by .ci/wheel_smoke.py with a freshly installed wheel:
@@ -104,6 +105,19 @@ def check_command(parser: argparse.ArgumentParser, command: Command) -> str | No
     return None
 
 
+def help_examples(parser: argparse.ArgumentParser) -> list[Command]:
+    """The ``mvtools ...`` lines of every sub-command's ``--help`` (its description and epilog)."""
+    found: list[Command] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                text = f"{sub.description or ''}\n{sub.epilog or ''}"
+                for line in text.splitlines():
+                    if line.strip().startswith(("mvtools ", "torchrun ")):
+                        found += _parse_line(line.strip(), partial=False)
+    return found
+
+
 def config_values(command: Command) -> list[tuple[str, str]]:
     """(kind, value) of the command's ``--config``: the recipe kind is the command's (extract, train, finetune)."""
     argv = command.argv
@@ -126,12 +140,14 @@ def check(readme_path: str | Path) -> tuple[list[str], list[str]]:
     parser, _ = build_parser()
     _raise_instead_of_exit(parser)
     checked, failed = [], []
-    for command in commands(readme):
+    for command in [*commands(readme), *help_examples(parser)]:
         why = check_command(parser, command)
         checked.append(f"parses: mvtools {' '.join(command.argv)}")
         if why:
             failed.append(f"{command.text}: {why}")
         for kind, value in config_values(command):
+            if value.endswith((".yaml", ".yml")) and not value.startswith("pipelines/"):
+                continue  # a file of the user's (my_recipe.yaml), not one mvtools ships
             checked.append(f"--config {value} ({kind})")
             try:
                 resolve_config(value, kind)

@@ -26,7 +26,7 @@ def test_every_yaml_under_pipelines_is_a_recipe_of_its_folder_s_kind():
     for r in found:
         assert r.path.resolve() == (ROOT / "pipelines" / f"{r.name}.yaml").resolve()  # the checkout's own file
         assert r.kind == {"train": "train", "finetune": "finetune"}.get(r.name.partition("/")[0], "extract")
-        assert r.summary() and not r.summary().startswith(("mvtools", "torchrun"))
+        assert r.summary()  # its header's description, else its command line
 
 
 def test_a_config_value_is_a_file_then_a_name_of_the_command_s_kind_then_a_path_under_pipelines(tmp_path, monkeypatch):

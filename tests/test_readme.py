@@ -19,6 +19,8 @@ def test_every_readme_command_parses_and_its_recipes_resolve_from_an_empty_folde
     parsed = {c.text for c in commands(readme) if not c.partial or "..." in c.text}
     assert len(parsed) == len(lines)  # every command line of the bash blocks was found and checked
     assert any(c.startswith("--config pipelines/finetune/ucf101.yaml") for c in checked)
+    assert "parses: mvtools recipes show rgb_tiny" in checked  # the commands' --help examples too
+    assert "--config ucf101_tiny (finetune)" in checked
 
 
 def test_a_renamed_flag_an_unknown_recipe_or_a_missing_notebook_fails(tmp_path, monkeypatch):
