@@ -34,6 +34,7 @@ def register(sub) -> dict:
     add_downstream_parsers(sub)
     return {"train": run_train, "eval": run_eval, "finetune": run_finetune, "export": run_export}
 
+
 def add_set_option(parser, where: str) -> None:
     """``--set KEY=VALUE`` (repeatable): a recipe key, dotted into a mapping (``trainer.overrides``)."""
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
