@@ -1,12 +1,13 @@
 # make demo: install, then extract a bundled synthetic dataset, picture it, pretrain on it and evaluate.
-# make test: install, then lint and run the test suite.
+# make test: install, then lint, run the test suite, and smoke-test the wheel (built, installed into a fresh venv
+# outside the checkout, used from an empty folder: .ci/wheel_smoke.py).
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    := demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint wheel-smoke bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,15 +29,19 @@ demo: install
 	$(BIN)/mvtools extract $(DEMO)/videos -o $(DEMO)/store.zarr
 	$(BIN)/mvtools info $(DEMO)/store.zarr
 	$(BIN)/mvtools show $(DEMO)/store.zarr right__right_0001 -o $(DEMO)/right.png --frames 8:12
-	$(BIN)/mvtools train --config pipelines/train/$(DEMO_METHOD)_tiny.yaml --store $(DEMO)/store.zarr \
+	$(BIN)/mvtools train --config $(DEMO_METHOD)_tiny --store $(DEMO)/store.zarr \
 		--out $(DEMO)/run --steps 60
 	$(BIN)/mvtools eval --checkpoint $(DEMO)/run/checkpoint.pt --store $(DEMO)/store.zarr
 
 lint: install
-	$(BIN)/ruff check mvtools trainer tests benchmarks
+	$(BIN)/ruff check mvtools trainer tests benchmarks .ci
 
 test: lint
 	$(BIN)/python -m pytest -q
+	$(PY) .ci/wheel_smoke.py
+
+wheel-smoke:
+	$(PY) .ci/wheel_smoke.py
 
 bench: install
 	$(BIN)/python benchmarks/extract.py

@@ -8,10 +8,10 @@ never imports them by name, and their modules must import nothing heavy (torch) 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from .errors import MvtoolsError
+from .strict_json import dumps
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2, 3
 EXIT_CODES = """exit codes:
@@ -91,8 +91,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     ex.add_argument("-o", "--output", required=True, metavar="STORE",
                     help="the store: a folder (x.zarr) or an object-store URL (s3://bucket/x.zarr, gs://..., az://...)")
     add_storage_option(ex)
-    ex.add_argument("--config", metavar="YAML",
-                    help="a recipe from pipelines/ (e.g. pipelines/extract.yaml); flags given here override it")
+    ex.add_argument("--config", metavar="NAME|YAML",
+                    help="a bundled recipe by name (extract, mv_only, ucf101, ...: `mvtools recipes` lists them) "
+                         "or a YAML file of yours; flags given here override it")
     ex.add_argument("--size", type=int, help="short side of stored frames, pixels (default 128)")
     ex.add_argument("--modalities", type=_modalities,
                     help=f"comma-separated, from {','.join(MODALITIES)} "
@@ -144,10 +145,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     ex.add_argument("--dry-run", action="store_true", help="list what would be done, write nothing")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    info = sub.add_parser("info", help="summarise a store: videos, frames, bytes, settings")
+    info = sub.add_parser(
+        "info", help="summarise a store: videos, frames, bytes, settings; list its videos or failures",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The store's summary from its index (one read per column): complete, failed and pending\n"
+                    "videos, frames, files, bytes per array, labels, settings. --videos lists every complete\n"
+                    "video (key, label, split, frames); --failures every source that failed, with its reason.",
+        epilog="examples:\n  mvtools info ucf101.zarr\n  mvtools info ucf101.zarr --videos | grep Basketball\n"
+               "  mvtools info ucf101.zarr --failures --json\n\nexit codes:\n  0  done\n  2  no store there, "
+               "or a store this mvtools cannot read")
     info.add_argument("store", metavar="STORE", help="a store folder or URL")
     add_storage_option(info)
-    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--json", action="store_true",
+                      help="print one JSON object: the summary (failures under 'failed'), with --videos its "
+                           "'video_list' too")
+    info.add_argument("--videos", action="store_true",
+                      help="list every complete video: key, label, split, frames (instead of the summary)")
+    info.add_argument("--failures", action="store_true",
+                      help="list every failed source with its reason (instead of the summary)")
     info.add_argument("--rebuild-index", action="store_true",
                       help="rebuild the store's video index from its video groups (one read per video) and "
                            "write it; needed only after an interrupted run, which the next extract also mends")
@@ -204,6 +219,27 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     synth.add_argument("--width", type=int, default=192)
     synth.add_argument("--height", type=int, default=128)
 
+    rec = sub.add_parser(
+        "recipes", help="list the bundled recipes (--config NAME), or print one to copy and edit",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The YAML recipes shipped with mvtools, one line each: name, the command that reads it, what it\n"
+                    "is. `--config NAME` takes them by name (rgb_tiny for train, ucf101_tiny for finetune, mv_only\n"
+                    "for extract), by their path here (finetune/ucf101_tiny, pipelines/train/rgb.yaml) or any file.",
+        epilog="examples:\n  mvtools recipes\n  mvtools recipes show rgb_tiny > my_rgb.yaml   "
+               "# then: mvtools train --config my_rgb.yaml ...")
+    rec.add_argument("action", nargs="?", choices=("list", "show"), default="list",
+                     help="list (default) or show NAME")
+    rec.add_argument("name", nargs="?", metavar="NAME", help="with show: the recipe to print")
+    rec.add_argument("--json", action="store_true", help="list: one JSON object per recipe, in a list")
+
+    exa = sub.add_parser(
+        "examples", help="list the bundled example notebooks, or copy them into a folder",
+        description="Notebooks shipped with mvtools. `mvtools examples copy DIR` writes them into DIR (default .);\n"
+                    "an existing file of the same name is left alone (exit 2).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    exa.add_argument("action", nargs="?", choices=("list", "copy"), default="list", help="list (default) or copy")
+    exa.add_argument("folder", nargs="?", default=".", metavar="DIR", help="with copy: where to (default .)")
+
     return parser, _register_plugins(sub)
 
 
@@ -226,6 +262,10 @@ def _extract(args) -> int:
         "flow": args.flow, "flow_preset": args.flow_preset, "raft_model": args.raft_model,
         "raft_weights": args.raft_weights, "reencode": args.reencode, "gop": args.gop, "bframes": args.bframes,
     }
+    if args.config:
+        from .bundled import resolve_config
+
+        args.config = str(resolve_config(args.config, "extract"))
     try:
         if args.config:
             config = ExtractConfig.from_yaml(args.config, **flags)
@@ -293,7 +333,8 @@ def _dry_run(args, config, selection) -> int:
     work = plan(args.src_dir, store, config, **selection)
     check = [j for j in work.jobs if j.expect_sha256]
     new = [j for j in work.jobs if not j.expect_sha256]
-    print(f"dry run: {len(work.jobs)} videos under {args.src_dir} -> {args.output}")
+    selected = len(work.jobs) + len(work.unchanged)  # jobs: new and to re-check; unchanged: skipped unopened
+    print(f"dry run: {selected} videos under {args.src_dir} -> {args.output} (nothing is written)")
     print(f"  {len(new)} to extract, {len(work.unchanged)} already complete (same size and mtime: skipped), "
           f"{len(check)} to re-check (complete, but size, mtime or label changed: hashed, re-extracted if the "
           f"content changed), {len(work.orphans)} interrupted leftovers to remove")
@@ -331,12 +372,26 @@ def _human(n: float) -> str:
     return str(n)
 
 
+#: failures the plain summary names one by one (``info --failures`` lists them all)
+SHOWN_FAILURES = 10
+
+
 def _info(args) -> int:
     from .store import info
 
-    summary = info(args.store, rebuild_index=args.rebuild_index, storage_options=storage_options(args))
+    summary = info(args.store, rebuild_index=args.rebuild_index, storage_options=storage_options(args),
+                   videos=args.videos)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(dumps(summary, indent=2))
+        return EXIT_OK
+    if args.videos or args.failures:
+        if args.videos:
+            _print_videos(summary["video_list"])
+        if args.failures:
+            for rel, reason in summary["failed"].items():
+                print(f"{rel}: {reason}")
+            if not summary["failed"]:
+                print(f"no failed sources in {summary['path']}", file=sys.stderr)
         return EXIT_OK
     ratio = summary["bytes"] / summary["source_bytes"] if summary["source_bytes"] else float("nan")
     print(f"store     {summary['path']} (schema {summary['schema']})")
@@ -345,6 +400,7 @@ def _info(args) -> int:
               "`mvtools info --rebuild-index`, rewrites it", file=sys.stderr)
     print(f"videos    {summary['videos']} complete, {len(summary['failed'])} failed, "
           f"{len(summary['incomplete'])} pending (interrupted: rerun extract)")
+    _print_failures(summary["failed"], SHOWN_FAILURES, args.store)
     print(f"frames    {summary['frames']}")
     print(f"files     {summary['files']} ({summary['files_per_video']:.1f} per video)")
     print(f"bytes     {_human(summary['bytes'])} ({ratio:.2f}x the sources' {_human(summary['source_bytes'])})")
@@ -354,6 +410,22 @@ def _info(args) -> int:
         print(f"labels    {len(summary['labels'])}: " + ", ".join(f"{k} ({v})" for k, v in summary["labels"].items()))
     print("settings  " + ", ".join(f"{k}={v}" for k, v in summary["settings"].items()))
     return EXIT_OK
+
+
+def _print_videos(rows: list[dict]) -> None:
+    header = ("key", "label", "split", "frames")
+    table = [header] + [(r["key"], r["label"] or "-", r["split"] or "-", str(r["frames"])) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>6}")
+
+
+def _print_failures(failed: dict, shown: int, store: str = "") -> None:
+    """The first ``shown`` failed sources with their reasons, and how many more there are."""
+    for rel, reason in list(failed.items())[:shown]:
+        print(f"  failed: {rel}: {reason}")
+    if len(failed) > shown:
+        print(f"  ... and {len(failed) - shown} more (mvtools info {store} --failures lists them all)")
 
 
 def _show(args) -> int:
@@ -412,11 +484,47 @@ def _synth(args) -> int:
     return EXIT_OK
 
 
+def _recipes(args) -> int:
+    from .bundled import find_recipe, recipes
+
+    if args.action == "show":
+        if not args.name:
+            raise MvtoolsError("recipes show needs a NAME (`mvtools recipes` lists them)")
+        sys.stdout.write(find_recipe(args.name).path.read_text())
+        return EXIT_OK
+    if args.name:
+        raise MvtoolsError(f"unexpected {args.name!r}: did you mean `mvtools recipes show {args.name}`?")
+    found = recipes()
+    if args.json:
+        print(dumps([{"name": r.name, "kind": r.kind, "summary": r.summary(), "path": str(r.path)} for r in found],
+                    indent=1))
+        return EXIT_OK
+    width = max(len(r.name) for r in found)
+    for r in found:
+        print(f"{r.name:<{width}}  {r.kind:<8}  {r.summary()}")
+    print("\n--config NAME takes a recipe of the command's kind by its last part (rgb_tiny for train, ucf101_tiny for "
+          "finetune), by the name above, or any YAML file; `mvtools recipes show NAME` prints one to copy and edit.")
+    return EXIT_OK
+
+
+def _examples(args) -> int:
+    from .bundled import copy_examples, examples
+
+    if args.action == "copy":
+        for path in copy_examples(args.folder):
+            print(f"wrote {path}")
+        return EXIT_OK
+    for example in examples():
+        print(f"{example.name}  {example.summary()}\n  {example.path}")
+    print("mvtools examples copy DIR writes them into DIR; open one with jupyter (pip install jupyterlab).")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, plugins = build_parser()
     args = parser.parse_args(argv)
     handler = {"extract": _extract, "info": _info, "show": _show, "migrate": _migrate, "synth": _synth,
-               **plugins}[args.command]
+               "recipes": _recipes, "examples": _examples, **plugins}[args.command]
     try:
         return handler(args)
     except MvtoolsError as e:

@@ -146,7 +146,8 @@ def array_metadata(name: str, spec: ArraySpec, length: int, tail: tuple[int, ...
     template, document = _array_template(spec, tail, inner, shard)
     meta = copy.copy(template)
     object.__setattr__(meta, "shape", (length, *tail))
-    return meta, json.dumps({**document, "shape": [length, *tail]}, allow_nan=True).encode()
+    # zarr spells a NaN fill value "NaN" (a string): a bare NaN here would be a bug, and is refused
+    return meta, json.dumps({**document, "shape": [length, *tail]}, allow_nan=False).encode()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -173,7 +174,7 @@ def _array_template(spec: ArraySpec, tail: tuple[int, ...], chunk: int, shard: i
                 "index_location": "end"}}],
             "attributes": {}, "storage_transformers": [], "dimension_names": list(spec.dims),
         })
-    return meta, json.loads(json.dumps(meta.to_dict()))
+    return meta, json.loads(json.dumps(meta.to_dict(), allow_nan=False))
 
 
 def to_stored(name: str, values: np.ndarray, spec: ArraySpec) -> np.ndarray:
@@ -613,10 +614,18 @@ def disk_bytes(path: str | os.PathLike) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+def video_rows(index: VideoIndex) -> list[dict]:
+    """One {key, label, split, frames} per video of ``index`` (None for no label or split), in key order."""
+    columns = [index.columns[name].tolist() for name in ("key", "label", "split", "num_frames")]
+    return [{"key": str(k), "label": label or None, "split": split or None, "frames": int(frames)}
+            for k, label, split, frames in zip(*columns)]
+
+
 def info(path: str | os.PathLike, rebuild_index: bool = False,
-         storage_options: Mapping[str, str] | None = None) -> dict:
+         storage_options: Mapping[str, str] | None = None, videos: bool = False) -> dict:
     """Summary of a store from its index (no array or video group is read when the index is fresh):
-    videos, frames, bytes per array (as recorded at commit), files, labels, settings.
+    videos, frames, bytes per array (as recorded at commit), files, labels, settings, failures by source; with
+    ``videos``, also ``video_list``: every complete video's key, label, split and frames (``video_rows``).
 
     A stale index is rebuilt in memory by scanning the video groups (``index: "scanned"``); with
     ``rebuild_index`` it is also written back (``index: "rebuilt"``)."""
@@ -650,4 +659,5 @@ def info(path: str | os.PathLike, rebuild_index: bool = False,
         "source_bytes": index.total("source_bytes"),
         "labels": index.labels(),
         "settings": store.settings,
+        **({"video_list": video_rows(index)} if videos else {}),
     }

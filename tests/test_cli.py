@@ -30,6 +30,29 @@ def test_synth_extract_info_end_to_end(tmp_path):
     assert "3 complete, 0 failed, 0 pending" in text and "frames    60" in text
 
 
+def test_info_lists_videos_and_failures_by_name(tmp_path):
+    run("synth", tmp_path / "v", "--videos", 3, "--seed", 2, "--frames", 10, check_rc=0)
+    sources = sorted(p.relative_to(tmp_path / "v").as_posix() for p in (tmp_path / "v").rglob("*.mp4"))
+    for i in range(12):
+        (tmp_path / "v" / "bad" / f"b{i:02d}.mp4").parent.mkdir(exist_ok=True)
+        (tmp_path / "v" / "bad" / f"b{i:02d}.mp4").write_bytes(b"\0" * i)
+    run("extract", tmp_path / "v", "-o", tmp_path / "s.zarr", "--workers", 0, "--quiet", check_rc=3)
+    # synth names its videos <class>/<class>_NNNN.mp4: keys are <class>__<class>_NNNN, labels the folders
+    expected = [{"key": rel[:-4].replace("/", "__"), "label": rel.split("/")[0], "split": None, "frames": 10}
+                for rel in sources]
+    summary = json.loads(run("info", tmp_path / "s.zarr", "--videos", "--json", check_rc=0).stdout)
+    assert summary["video_list"] == expected and summary["videos"] == 3
+    assert sorted(summary["failed"]) == [f"bad/b{i:02d}.mp4" for i in range(12)]
+    table = run("info", tmp_path / "s.zarr", "--videos", check_rc=0).stdout.splitlines()
+    assert table[0].split() == ["key", "label", "split", "frames"]
+    assert [line.split() for line in table[1:]] == [[v["key"], v["label"], "-", "10"] for v in expected]
+    failures = run("info", tmp_path / "s.zarr", "--failures", check_rc=0).stdout.splitlines()
+    assert [line.split(": ")[0] for line in failures] == sorted(summary["failed"])
+    assert all(line.split(": ", 1)[1] == summary["failed"][line.split(": ")[0]] for line in failures)
+    text = run("info", tmp_path / "s.zarr", check_rc=0).stdout  # the summary names the first 10 and counts the rest
+    assert text.count("  failed: bad/b") == 10 and "... and 2 more (mvtools info" in text
+
+
 def test_usage_errors_exit_2(tmp_path):
     assert run("extract", tmp_path / "missing", "-o", tmp_path / "s.zarr").returncode == 2
     out = run("extract", tmp_path, "-o", tmp_path / "s.zarr", "--modalities", "frames,optical")
@@ -51,6 +74,7 @@ def test_dry_run_lists_and_writes_nothing(tmp_path):
     assert not (tmp_path / "s.zarr").exists()
     run("extract", tmp_path / "v", "-o", tmp_path / "s.zarr", "--workers", "0", "--quiet", check_rc=0)
     out = run("extract", tmp_path / "v", "-o", tmp_path / "s.zarr", "--dry-run", check_rc=0)
+    assert out.stdout.startswith(f"dry run: 4 videos under {tmp_path / 'v'}")  # complete ones are counted too
     assert "0 to extract, 4 already complete" in out.stdout
     out = run("extract", tmp_path / "v", "-o", tmp_path / "s.zarr", "--dry-run", "--size", "64")
     assert out.returncode == 2 and "other settings" in out.stderr

@@ -129,7 +129,8 @@ def test_a_queue_longer_than_the_store_can_fill_is_warned_about_at_start(synth_s
     from trainer.loop import QueueWarning
 
     # 4 videos, global batch 2, 2 keys per sample: 4 keys of other videos at most.
-    with pytest.warns(QueueWarning, match=r"'queue' holds 6 keys .* fill only 4 .*rgb_tiny.yaml"):
+    warned = r"'queue' holds 6 keys .* fill only 4 .*--config rgb_tiny .*--set method_args.queue=4"
+    with pytest.warns(QueueWarning, match=warned):
         train(config(synth_store, tmp_path / "a", steps=1, method_args={"queue": 6}), progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", QueueWarning)

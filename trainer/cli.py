@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import pkgutil
 import sys
 import warnings
 from pathlib import Path
+
+from mvtools.strict_json import dumps
 
 #: The clip backbones ``--backbone`` offers (``trainer.models.CLIP_BACKBONES``, without importing torch).
 CLIP_BACKBONES = ("tiny", "r2plus1d_18", "r3d_18", "mc3_18", "s3d", "i3d")
@@ -33,10 +34,24 @@ def register(sub) -> dict:
     add_downstream_parsers(sub)
     return {"train": run_train, "eval": run_eval, "finetune": run_finetune, "export": run_export}
 
+
+def add_set_option(parser, where: str) -> None:
+    """``--set KEY=VALUE`` (repeatable): a recipe key, dotted into a mapping (``trainer.overrides``)."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"set a recipe key, repeatable ({where}): steps=200, clip_len=8, size=64, lr=1e-3, "
+                             "method_args.queue=0, augment.flip=false; a dotted key updates one entry of a mapping "
+                             "field; values are YAML (numbers, true/false, null, [lists])")
+
+
 TRAIN_EXIT = """exit codes:
   0  trained to --steps; RUN_DIR/checkpoint.pt holds the last state
   1  training failed (a NaN loss, ...): the last good checkpoint is kept
   2  usage error (unknown method, store without the method's modalities, existing run without --resume)
+
+examples:
+  mvtools train --config rgb_tiny --store demo/store.zarr --out runs/rgb        # a bundled recipe (mvtools recipes)
+  mvtools train --config maclr --store k400.zarr --out runs/maclr --set method_args.queue=0 --set clip_len=8
+  mvtools train --config my_recipe.yaml --store k400.zarr --out runs/mine --resume
 
 multi-GPU: torchrun --nproc_per_node N -m mvtools train ... (DDP; --batch-size is per process)"""
 
@@ -54,8 +69,10 @@ def add_parsers(sub) -> None:
     tr.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                     help="an object-store option, repeatable (endpoint=http://host:9000, ...; see mvtools extract)")
     tr.add_argument("--out", metavar="RUN_DIR", help="run folder: checkpoint, metrics.csv, tb/")
-    tr.add_argument("--config", metavar="YAML", help="a recipe from pipelines/ (e.g. pipelines/rgb_tiny.yaml); "
-                                                     "flags given here override it")
+    tr.add_argument("--config", metavar="NAME|YAML",
+                    help="a bundled recipe by name (rgb_tiny, maclr, ...: `mvtools recipes` lists them) or a YAML "
+                         "file of yours; --set and the flags here override it")
+    add_set_option(tr, "any field of the recipe; the flags below win over it")
     tr.add_argument("--steps", type=int, help="optimiser steps (default 100)")
     tr.add_argument("--backbone", choices=CLIP_BACKBONES, help="clip encoder (default tiny)")
     tr.add_argument("--batch-size", type=int, help="clips per step and process (default 8)")
@@ -99,6 +116,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--workers", type=int, default=2)
     ev.add_argument("--plot", metavar="PNG", help="multi-view protocols: write the confusion matrix here")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    add_set_option(ev, "linear-sgd: any key of a finetune recipe; lbfgs, multiview: clip_len, stride, size")
 
 
 DOWNSTREAM_EXIT = """exit codes:
@@ -106,6 +124,10 @@ DOWNSTREAM_EXIT = """exit codes:
   1  training failed (a NaN loss, ...): the last good checkpoint is kept
   2  usage error (unlabelled store, test classes missing from train, --init or --checkpoint that does not fit
      the backbone, existing run without --resume): one line says what; nothing is written
+
+examples:
+  mvtools finetune --config ucf101_tiny --checkpoint runs/rgb/checkpoint.pt --store demo/store.zarr --out runs/ft
+  mvtools finetune --config ucf101 --init r2plus1d_18-91a641e6.pth --store ucf101.zarr --out runs/ft_tv --set lr=0.01
 
 multi-GPU: torchrun --nproc_per_node N -m mvtools finetune ... (DDP; --batch-size is per process)"""
 
@@ -130,7 +152,10 @@ def add_downstream_parsers(sub) -> None:
     ft.add_argument("--checkpoint", help="RUN/checkpoint.pt of mvtools train: its exported encoder")
     ft.add_argument("--init", metavar="PATH", help="a state dict (mvtools export, torchvision's video weights)")
     ft.add_argument("--from-scratch", action="store_true", help="random initialisation (the baseline)")
-    ft.add_argument("--config", metavar="YAML", help="a recipe (pipelines/finetune/ucf101.yaml, ...); flags override")
+    ft.add_argument("--config", metavar="NAME|YAML",
+                    help="a bundled recipe by name (ucf101, ucf101_tiny, hmdb51, ...: `mvtools recipes` lists them) or "
+                         "a YAML file of yours; --set and the flags here override it")
+    add_set_option(ft, "any key of the recipe, test_clips and test_crops too; the flags here win over it")
     ft.add_argument("--backbone", choices=CLIP_BACKBONES, help="with --init / --from-scratch (default tiny); a "
                                                                "--checkpoint fixes its own")
     ft.add_argument("--steps", type=int)
@@ -157,6 +182,21 @@ def add_downstream_parsers(sub) -> None:
     ex.add_argument("--json", action="store_true", help="print what was written as one JSON object")
 
 
+def _recipe(args, kind: str, keys: dict, settable: dict, error) -> dict:
+    """The ``--config`` recipe of command ``kind`` (only ``keys`` allowed in it) with ``--set`` applied (only
+    ``settable`` keys); ``error`` (a TrainError type) for what does not fit."""
+    from .overrides import apply_settings, read_recipe
+
+    recipe, source = read_recipe(getattr(args, "config", None), kind)
+    unknown = sorted(set(recipe) - set(keys))
+    if unknown:
+        raise error(f"{source}: unknown keys {unknown}; valid keys: {', '.join(sorted(keys))}")
+    try:
+        return apply_settings(recipe, args.set, settable)
+    except ValueError as e:
+        raise error(str(e)) from None
+
+
 def _storage_options(args, error) -> dict:
     from mvtools.storage import parse_storage_options
 
@@ -168,13 +208,15 @@ def _storage_options(args, error) -> dict:
 
 def run_train(args) -> int:
     from .loop import TrainConfig, TrainError, TrainingFailed, train
+    from .overrides import field_defaults
 
     overrides = {"method": args.method, "store": args.store, "out": args.out, "steps": args.steps,
                  "backbone": args.backbone, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                  "workers": args.workers, "checkpoint_every": args.checkpoint_every}
+    fields = field_defaults(TrainConfig)
+    recipe = _recipe(args, "train", fields, fields, TrainError)
     try:
-        config = TrainConfig.from_yaml(args.config, **overrides) if args.config else \
-            TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+        config = TrainConfig(**{**recipe, **{k: v for k, v in overrides.items() if v is not None}})
     except (ValueError, TypeError) as e:
         raise TrainError(str(e)) from None
     if not config.store or not config.out:
@@ -204,16 +246,24 @@ def run_eval(args) -> int:
     from .data import DataError
     from .evaluate import evaluate
     from .finetune import evaluate_classifier, linear_sgd
-    from .loop import load_checkpoint
+    from .loop import TrainError, load_checkpoint
+    from .overrides import apply_settings
 
     options = _storage_options(args, DataError)
     finetuned = load_checkpoint(args.checkpoint)["config"]["method"] == "supervised"
     protocol = args.protocol or ("multiview" if finetuned else "lbfgs")
-    clip = {"clip_len": args.clip_len, "stride": args.stride, "size": args.size}
+    if protocol == "linear-sgd":
+        recipe = _recipe(args, "finetune", *downstream_keys(), TrainError)
+    else:
+        try:
+            recipe = apply_settings({}, args.set, {"clip_len": 16, "stride": 2, "size": 112})
+        except ValueError as e:
+            raise TrainError(f"{e} (with --protocol {protocol}; --protocol linear-sgd takes every key of a "
+                             "finetune recipe)") from None
+    clip = {k: v if v is not None else recipe.get(k) for k, v in
+            {"clip_len": args.clip_len, "stride": args.stride, "size": args.size}.items()}
     if protocol == "lbfgs":
         if finetuned:
-            from .loop import TrainError
-
             raise TrainError(f"{args.checkpoint} is a fine-tuned classifier: use --protocol multiview")
         result = evaluate(args.checkpoint, args.store, clips=args.clips or 4, batch_size=args.batch_size,
                           workers=args.workers, storage_options=options, **clip)
@@ -223,15 +273,15 @@ def run_eval(args) -> int:
         result["protocol"] = "multiview"
     else:
         overrides = {"steps": args.steps, "lr": args.lr, "workers": args.workers, **clip}
-        result = linear_sgd(args.checkpoint, args.store, args.out, overrides=overrides, storage_options=options,
-                            test_views={"clips": args.clips, "crops": args.crops})
+        result = linear_sgd(args.checkpoint, args.store, args.out, recipe=recipe, overrides=overrides,
+                            storage_options=options, test_views={"clips": args.clips, "crops": args.crops})
     if protocol != "lbfgs" and args.plot:
         from .multiview import plot_confusion
 
         plot_confusion(result["confusion"], result["classes"], args.plot,
                        f"{protocol}: top-1 {result['top1']:.1%} ({result['views']})")
     if args.json:
-        print(json.dumps(result))
+        print(dumps(result))
         return 0
     if protocol == "lbfgs":
         print(f"{result['method']} ({result['backbone']}, step {result['step']}) on {result['train_videos']} train / "
@@ -251,15 +301,30 @@ def print_classification(result: dict) -> None:
     print(f"top1  {result['top1']:.3f}   top5  {result['top5']:.3f}   mean class  {result['mean_class_accuracy']:.3f}")
 
 
+#: TrainConfig fields that finetune and linear-sgd set themselves (not --set)
+FIXED_BY_COMMAND = ("method", "store", "out", "split")
+
+
+def downstream_keys() -> tuple[dict, dict]:
+    """(keys a finetune recipe may hold, keys --set may change), with their defaults."""
+    from .finetune import TEST_CLIPS, TEST_CROPS
+    from .loop import TrainConfig
+    from .overrides import field_defaults
+
+    keys = {**field_defaults(TrainConfig), "test_clips": TEST_CLIPS, "test_crops": TEST_CROPS}
+    return keys, {k: v for k, v in keys.items() if k not in FIXED_BY_COMMAND}
+
+
 def run_finetune(args) -> int:
     from .finetune import finetune
     from .loop import TrainError, TrainingFailed
 
     overrides = {"backbone": args.backbone, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                  "seed": args.seed, "workers": args.workers}
+    recipe = _recipe(args, "finetune", *downstream_keys(), TrainError)
     try:
         result = finetune(args.store, args.out, checkpoint=args.checkpoint, init=args.init,
-                          from_scratch=args.from_scratch, recipe=args.config, overrides=overrides,
+                          from_scratch=args.from_scratch, recipe=recipe, overrides=overrides,
                           resume=args.resume, progress=not args.quiet, plot=args.plot,
                           test_views={"clips": args.clips, "crops": args.crops},
                           storage_options=_storage_options(args, TrainError))
@@ -269,7 +334,7 @@ def run_finetune(args) -> int:
     if int(os.environ.get("RANK", "0")):
         return 0  # under torchrun, rank 0 reports
     if args.json:
-        print(json.dumps(result))
+        print(dumps(result))
     else:
         print_classification(result)
         print(f"{args.out}/test.json" + (f", {args.out}/confusion.png" if args.plot else ""))
@@ -281,7 +346,7 @@ def run_export(args) -> int:
 
     written = export_encoder(args.checkpoint, args.out)
     if args.json:
-        print(json.dumps(written))
+        print(dumps(written))
     else:
         print(f"{written['backbone']} encoder of {written['method']} ({written['tensors']} tensors): {written['out']}")
     return 0

@@ -10,14 +10,16 @@ anything is written: a bad input leaves ``--out`` as it was.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from mvtools.bundled import resolve_config
 from mvtools.extract import read_yaml
+from mvtools.strict_json import dumps
 
 from .data import ClipDataset, ClipSpec, DataError, list_videos, split_keys
 from .loop import CHECKPOINT, TrainConfig, TrainError, build_method, load_checkpoint, train
@@ -37,9 +39,11 @@ RESULT = "test.json"
 CONFUSION = "confusion.png"
 
 
-def read_recipe(path: str | os.PathLike | None) -> tuple[dict, dict]:
-    """(TrainConfig fields, test views {"clips", "crops"}) of a ``pipelines/finetune`` recipe."""
-    recipe = dict(read_yaml(path)) if path else {}
+def read_recipe(path: str | os.PathLike | Mapping | None) -> tuple[dict, dict]:
+    """(TrainConfig fields, test views {"clips", "crops"}) of a finetune recipe: a bundled name (``ucf101_tiny``), a
+    file, or its settings already read (a mapping)."""
+    recipe = dict(path) if isinstance(path, Mapping) else dict(read_yaml(resolve_config(path, "finetune"))) \
+        if path else {}
     views = {"clips": recipe.pop("test_clips", TEST_CLIPS), "crops": recipe.pop("test_crops", TEST_CROPS)}
     unknown = set(recipe) - set(TrainConfig.__dataclass_fields__)
     if unknown:
@@ -118,7 +122,7 @@ def finetune(store: str | os.PathLike, out: str | os.PathLike, *, checkpoint=Non
     result.update(protocol="linear-sgd" if freeze else "finetune", weights=source,
                   train={k: summary[k] for k in ("steps", "steps_per_s", "data_wait_fraction", "last")})
     if summary["rank"] == 0:
-        (Path(out) / RESULT).write_text(json.dumps(result, indent=1))
+        (Path(out) / RESULT).write_text(dumps(result, indent=1))
         if plot:
             plot_confusion(result["confusion"], result["classes"], Path(out) / CONFUSION,
                            f"{result['protocol']}: top-1 {result['top1']:.1%} ({result['views']})")

@@ -80,9 +80,10 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **overrides) -> TrainConfig:
+        from mvtools.bundled import resolve_config
         from mvtools.extract import read_yaml
 
-        recipe = read_yaml(path)
+        recipe = read_yaml(resolve_config(path, "train"))  # a bundled name (rgb_tiny) or a file
         unknown = set(recipe) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
@@ -162,8 +163,8 @@ def queue_warnings(method: Method, config: TrainConfig, videos: int, world: int)
                 out.append(f"{config.method}: queue {name!r} holds {size} keys ({queue.per_sample} per sample), but "
                            f"{videos} videos at a global batch of {config.batch_size * world} fill only {room} with "
                            f"other videos' keys: it holds keys of the positives' own videos (false negatives; the "
-                           f"loss rises at first). Use pipelines/train/{config.method}_tiny.yaml (in-batch negatives, "
-                           f"queue 0) or method_args with queues of at most {room} keys")
+                           f"loss rises at first). Use --config {config.method}_tiny (in-batch negatives, queue 0) "
+                           f"or queues of at most {room} keys (--set method_args.queue={room})")
     return out
 
 

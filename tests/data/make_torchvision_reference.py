@@ -8,10 +8,15 @@ it, without a network (``weights=None``), and its output is committed::
 
 Per model: the parameter count (classifier included, as in torchvision's weight metadata), the state dict's
 entries (parameters and buffers) as [name, shape] in order, the classifier's name prefix, and the pooled features
-before the classifier (the ResNets with ``fc`` replaced by the identity; S3D the mean of ``features(x)`` over
-T, H, W) under ``deterministic_`` weights on ``clip(input)``, computed in float64, so the tests check that ours
-computes the same function, not only the same names. ``deterministic_`` and ``clip`` are the contract the tests
-reproduce.
+before the classifier (the model with its classifier replaced by the identity) under ``deterministic_`` weights on
+``clip(input)``, computed in float64, so the tests check that ours computes the same function, not only the same
+names. ``deterministic_`` and ``clip`` are the contract the tests reproduce.
+
+S3D pools ``features(x)`` with a 2 x 7 x 7 window at stride 1 and averages the windows: its forward runs only
+where the last map is at least 2 x 7 x 7 (16 x 224 x 224 and up). At the small main input (8 x 64 x 64: a
+1 x 2 x 2 map) it raises, which ``forward_error`` records, and ``features`` holds the global mean of the map;
+``features_at`` holds torchvision's own forward at a size where the window is smaller than the map on every
+axis (24 x 224 x 256: a 3 x 7 x 8 map, so the window's weighting shows on every axis).
 """
 
 import json
@@ -25,6 +30,8 @@ from torchvision.models import video
 #: model -> (input (T, H, W), the classifier's name prefix); for S3D, 1 x 2 x 2 cells after the last pool
 MODELS = {"r2plus1d_18": ((8, 64, 64), "fc."), "r3d_18": ((8, 64, 64), "fc."), "mc3_18": ((8, 64, 64), "fc."),
           "s3d": ((8, 64, 64), "classifier.")}
+#: model -> further inputs where torchvision's own forward runs (features_at)
+MORE_INPUTS = {"s3d": [(24, 224, 256)]}
 
 
 def deterministic_(state: dict[str, torch.Tensor]) -> None:
@@ -53,10 +60,29 @@ def clip(shape) -> torch.Tensor:
 
 
 def features(name: str, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's forward without its classifier; for S3D where that raises, the global mean of its map."""
     if name == "s3d":
-        return model.features(x).mean((2, 3, 4))
+        model.classifier = torch.nn.Identity()
+        try:
+            return model(x)
+        except RuntimeError:
+            return model.features(x).mean((2, 3, 4))
     model.fc = torch.nn.Identity()
     return model(x)
+
+
+def forward_error(model: torch.nn.Module, x: torch.Tensor) -> str | None:
+    """The first line of the error torchvision's forward raises on ``x``, or None."""
+    try:
+        model(x)
+    except RuntimeError as e:
+        return f"RuntimeError: {str(e).splitlines()[0]}"
+    return None
+
+
+def summary(f: torch.Tensor) -> dict:
+    return {"dim": f.numel(), "sum": f.sum().item(), "sumsq": (f * f).sum().item(),
+            "values": [float(f"{v:.10g}") for v in f.tolist()]}
 
 
 def main() -> None:
@@ -68,11 +94,12 @@ def main() -> None:
         state = model.state_dict()
         deterministic_(state)
         with torch.no_grad():
+            error = forward_error(model, clip(shape))
             f = features(name, model, clip(shape))[0]
+            more = [{"input": list(s), **summary(features(name, model, clip(s))[0])} for s in MORE_INPUTS.get(name, [])]
         out["models"][name] = {
-            "num_params": num_params, "classifier": classifier, "input": list(shape),
-            "features": {"dim": f.numel(), "sum": f.sum().item(), "sumsq": (f * f).sum().item(),
-                         "values": [float(f"{v:.10g}") for v in f.tolist()]},
+            "num_params": num_params, "classifier": classifier, "input": list(shape), "features": summary(f),
+            **({"forward_error": error} if error else {}), **({"features_at": more} if more else {}),
             "state_dict": [[k, list(v.shape)] for k, v in state.items()]}
     path = Path(__file__).with_name("torchvision_video_models.json")
     path.write_text(_one_entry_per_line(out) + "\n")
