@@ -1,8 +1,8 @@
 """mvtools.shards: the shard index, the byte ranges a few chunks need, and cutting them back out."""
 
-import google_crc32c
 import numpy as np
 import pytest
+from stores import shard_index
 
 from mvtools.shards import (
     EMPTY,
@@ -16,11 +16,6 @@ from mvtools.shards import (
 )
 
 
-def encoded_index(entries: np.ndarray) -> bytes:
-    body = np.asarray(entries, "<u8").tobytes()
-    return body + google_crc32c.value(body).to_bytes(4, "little")
-
-
 def test_layout_counts_chunks_shards_and_the_index_size():
     layout = ShardLayout(length=50, shard=16, chunk=4)
     assert layout.chunks_per_shard == 4 and layout.num_shards == 4
@@ -32,7 +27,7 @@ def test_layout_counts_chunks_shards_and_the_index_size():
 def test_parse_index_reads_what_zarr_writes_and_refuses_damage():
     layout = ShardLayout(length=8, shard=4, chunk=1)
     entries = np.array([[0, 10], [10, 5], [EMPTY, EMPTY], [15, 7]], np.uint64)
-    raw = encoded_index(entries)
+    raw = shard_index(entries)
     np.testing.assert_array_equal(parse_index(raw, layout), entries)
     with pytest.raises(ShardIndexError, match="checksum"):
         parse_index(raw[:5] + bytes([raw[5] ^ 1]) + raw[6:], layout)
