@@ -157,3 +157,19 @@ def test_a_chunk_that_does_not_decode_or_lies_outside_its_shard_is_damage(small_
     # Residuals are zero on I-frames, which writers before 2026-12-02 left out: never written reads as zeros.
     set_entries(video / "residual" / "c" / "1" / "0" / "0" / "0", lambda e: e.__setitem__(3, 2**64 - 1))
     np.testing.assert_array_equal(reader(store, key).read({"residual": [19]})["residual"], 0)
+
+
+def test_video_view_reads_through_the_same_path(small_shards):
+    from mvtools import StoreError, open_store
+    from mvtools.motion import frame_difference
+
+    store = open_store(small_shards)
+    view = store[store.keys()[1]]
+    idx = np.array([47, 12, 30, 30])
+    np.testing.assert_array_equal(view.read("residual", idx), view["residual"][:][idx])
+    both = view.read_many({"mv": idx, "keyframes": [0]})
+    np.testing.assert_array_equal(both["mv"], view["mv"][:][idx])
+    np.testing.assert_array_equal(view.framediff(10, 20), frame_difference(view["frames"][10:20],
+                                                                           previous=view["frames"][9]))
+    with pytest.raises(StoreError, match="no array 'depth' .*it has flow, frame_type, frames"):
+        view.read("depth", [0])
