@@ -9,26 +9,11 @@ import pytest
 import zarr
 
 from mvtools.errors import DamagedData
-from mvtools.extract import ExtractConfig, extract
 from mvtools.fetch import LocalFiles
 from mvtools.reader import IndexCache, VideoReader
 from mvtools.shards import layout_of
-from mvtools.synth import make_dataset
 
-SHARD = 16
-
-
-@pytest.fixture(scope="module")
-def small_shards(tmp_path_factory) -> Path:
-    """Two 50-frame videos in shards of 16 frames (the last one 2 frames), vectors in chunks of 4, with every
-    array mvtools writes (accumulated motion and DIS flow included): clips cross shards cheaply."""
-    src = tmp_path_factory.mktemp("small_shards")
-    make_dataset(src / "videos", videos=2, seed=3, num_frames=50, width=96, height=64)
-    store = src / "store.zarr"
-    config = ExtractConfig(size=64, chunk_frames=4, shard_frames=SHARD, flow="dis", flow_preset="ultrafast",
-                           modalities=("frames", "mv", "residual", "keyframes", "accumulated"))
-    assert not extract(src / "videos", store, config, progress=False).failed
-    return store
+SHARD = 16  # the small_shards store's frames per shard (conftest)
 
 
 def reader(store: Path, key: str, gap: int = 0, indexes: IndexCache | None = None) -> VideoReader:
