@@ -93,9 +93,12 @@ class Video:
 
 
 def worker_context(store_path: str) -> str | None:
-    """The DataLoader's start method for this store: obstore's runtime (object-store URLs) does not survive a
-    ``fork``, so their workers start from a fresh ``forkserver``; local folders keep the default fork."""
-    return "forkserver" if is_remote(store_path) else None
+    """The DataLoader's start method for this store: None (the platform's default, ``fork`` on Linux) for folders
+    and URLs alike. Readers open their handles in each worker, and a worker forked after obstore's runtime ran
+    reads an object store through a helper process of its own (``mvtools.fetch``); measured against
+    ``forkserver`` workers (``benchmarks/loader.py --remote``), it reads as fast and starts without re-importing
+    torch."""
+    return None
 
 
 def list_videos(store_path: str, storage_options: Mapping[str, str] | None = None) -> list[Video]:
