@@ -239,12 +239,20 @@ def remote(args, tmp: Path, store: Path, spec: ClipSpec) -> None:
         configs[f"s3, {top} ms, exact bytes (gap 0)"] = (
             lambda: ClipDataset(url, mods, spec=spec, views=1, storage_options=via[top]), None, proxies[top], 0)
         mid = sorted(args.latencies)[len(args.latencies) // 2]
+        configs[f"s3, {mid} ms, RGB only"] = (
+            lambda: ClipDataset(url, ("rgb",), spec=spec, views=1, storage_options=via[mid]), None, proxies[mid], None)
         configs[f"s3, {mid} ms, forkserver workers"] = (
             lambda: ClipDataset(url, mods, spec=spec, views=1, storage_options=via[mid]), "forkserver", proxies[mid],
             None)
         configs[f"s3, {mid} ms, plain zarr reads (before)"] = (
             lambda: ZarrClipDataset(url, mods, spec=spec, views=1, storage_options=via[mid], concurrent_clips=1),
             "forkserver", proxies[mid], None)
+        opening = {}
+        for ms, p in proxies.items():  # what opening a dataset costs: the index, then two arrays' metadata
+            p.reset()
+            t0 = time.perf_counter()
+            ClipDataset(url, mods, spec=spec, views=1, storage_options=via[ms])
+            opening[ms] = (p.requests, time.perf_counter() - t0)
         results: dict[str, list[dict]] = {name: [] for name in configs}
         default_gap = ObjectStoreSource.gap
         for _ in range(args.rounds):
@@ -265,6 +273,8 @@ def remote(args, tmp: Path, store: Path, spec: ClipSpec) -> None:
           f"of {args.frames} frames (320x240 H.264, GOP 48; store at short side 128, shards of 128 frames); "
           f"DataLoader with {args.workers} workers, batches of 8; best warm pass of {args.rounds} rounds; s3 = "
           f"{'SeaweedFS on 127.0.0.1' if server else url} through a proxy adding the latency to every request\n")
+    print("opening the dataset: " + ", ".join(f"{n} requests, {t:.2f} s at {ms} ms" for ms, (n, t) in opening.items())
+          + "\n")
     print("| loader | clips/s (warm) | vs local | requests per clip (warm / cold) | kB per clip (warm / cold) |")
     print("|---|---|---|---|---|")
     for name, r in best.items():

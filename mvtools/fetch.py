@@ -140,15 +140,16 @@ class ObjectStoreSource(Source):
 
     def client(self):
         """This process's client: an obstore store, or a ``Helper`` (opened on first use after a fork)."""
-        if self._pid != os.getpid():
-            if forked_from_runtime():
-                self._client = Helper(self.location, self.options)
-            else:
-                from .storage import _object_store
+        with _client_lock:
+            if self._pid != os.getpid():
+                if forked_from_runtime():
+                    self._client = Helper(self.location, self.options)
+                else:
+                    from .storage import _object_store
 
-                self._client = _object_store(self.location, self.options)
-            self._pid = os.getpid()
-        return self._client
+                    self._client = _object_store(self.location, self.options)
+                self._pid = os.getpid()
+            return self._client
 
     async def _fetch(self, gets: list[Get]) -> list[Result]:
         client = self.client()
@@ -205,6 +206,7 @@ class ZarrStoreSource(Source):
 # Fork detection --------------------------------------------------------------------------------------------
 _runtime_before_fork = False
 _forked_from_runtime = False
+_client_lock = threading.Lock()  # one client per source and process, whichever reading thread comes first
 
 
 def _runtime_running() -> bool:
@@ -226,8 +228,9 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _forked_from_runtime
+    global _forked_from_runtime, _client_lock
     _forked_from_runtime = _runtime_before_fork
+    _client_lock = threading.Lock()  # another thread may have held it at the fork
 
 
 os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

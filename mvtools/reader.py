@@ -18,6 +18,7 @@ Handles open lazily in each process; nothing here holds a connection across a ``
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -80,6 +81,8 @@ class IndexCache:
 
 
 SHARD_INDEXES = IndexCache()
+# A reading thread may hold the lock when the process forks; the child has no such thread.
+os.register_at_fork(after_in_child=lambda: setattr(SHARD_INDEXES, "_lock", threading.Lock()))
 
 
 @dataclass
