@@ -29,6 +29,7 @@ import numpy as np
 from .errors import DamagedData, StoreError
 from .fetch import Get, Source, source_for
 from .shards import (
+    EMPTY,
     ShardIndexError,
     ShardLayout,
     check_entries,
@@ -186,7 +187,7 @@ class VideoReader:
                 problem = check_entries(index, local, data_nbytes)
                 if problem is not None and (name in NEVER_EMPTY or "never written" not in problem):
                     raise self._damage(info, s, local, problem)
-                present = [c for c in local if index[c, 0] != np.uint64(2**64 - 1)]
+                present = [c for c in local if index[c, 0] != EMPTY]  # never written: the fill value
                 for span in plan_ranges(index, present, self.source.gap):
                     gets.append(Get(self._shard_path(info, s), span.start, span.stop))
                     where.append((name, s, span))
