@@ -1,4 +1,5 @@
-"""Clips per second into PyTorch: ClipDataset on a store versus decoding the source videos on the fly.
+"""Clips per second into PyTorch: ClipDataset on a store versus decoding the source videos on the fly, and (with
+``--remote``) a local store versus the same store in object storage behind added latency.
 
 Both sides serve the same clips (same videos, starts, crops, flips: one ``View`` per clip drawn from the same
 seed) as RGB (3, T, S, S) + motion vectors (4, T, S/4, S/4) tensors, through a DataLoader with 2 workers.
@@ -8,12 +9,25 @@ is what a loader without a store has to do; it then applies the same crop code. 
 each; also bytes read per clip (the process's read() bytes, one worker-less pass each).
 
     python benchmarks/loader.py [--videos 12] [--frames 150] [--clips 48] [--rounds 2]
+
+``--remote``: the store is also uploaded to an S3 server (SeaweedFS started on 127.0.0.1, or ``--store
+s3://bucket/path --storage-option endpoint=http://...`` for another plain-HTTP one) and read through a proxy on
+127.0.0.1 that holds every request ``--latencies`` ms (0, 10, 40 by default: a round trip to a bucket) and
+counts requests and response bytes. Each configuration reads the same clips (``ClipDataset``, one random view of
+RGB + MV, batches of 8, 2 workers started with the default ``fork``) in interleaved rounds: a first pass with
+fresh workers (``cold``: metadata and shard indexes read), then a timed pass on the same workers (``warm``).
+Rows: the local folder (the peer of every ratio), s3 at each latency with the default reader, the settings that
+hold 40 ms, exact bytes (``ObjectStoreSource.gap = 0``), and plain zarr reads (how clips were read before
+``mvtools.reader``; forkserver workers, since obstore does not survive ``fork``).
+
+    python benchmarks/loader.py --remote --videos 26 --clips 192 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import tempfile
 import time
@@ -134,6 +148,143 @@ def bytes_per_clip(dataset, clips: int) -> float:
     return (read_bytes() - before) / clips
 
 
+class EpochItems:
+    """Items ``(index, epoch)`` of ``clips`` clips, a new epoch (new random views) at every pass."""
+
+    def __init__(self, size: int, clips: int):
+        self.size, self.clips, self.epoch = size, clips, 0
+
+    def __len__(self) -> int:
+        return self.clips
+
+    def __iter__(self):
+        self.epoch += 1
+        return iter([(i % self.size, self.epoch * (1 + self.clips // self.size) + i // self.size)
+                     for i in range(self.clips)])
+
+
+class ZarrClipDataset(ClipDataset):
+    """Clips read as before ``mvtools.reader``: zarr arrays of the video's group, one array after the other."""
+
+    def group(self, video: int):
+        from mvtools.storage import open_root
+
+        if getattr(self, "_zarr_pid", None) != os.getpid():
+            self._zarr_videos, self._zarr_pid = open_root(self.store_path, self.storage_options)["videos"], os.getpid()
+        return self._zarr_videos[self.videos[video].key]
+
+
+def loader_pass(dataset, items: EpochItems, workers: int, context, proxy) -> dict:
+    """A cold pass (fresh workers) then a timed warm pass on the same workers: clips/s, requests and bytes."""
+    gc.collect()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, sampler=items, num_workers=workers,
+                                         persistent_workers=workers > 0, multiprocessing_context=context)
+    counts = {}
+    for name in ("cold", "warm"):
+        if proxy is not None:
+            proxy.reset()
+        t0 = time.perf_counter()
+        n = sum(len(batch["key"]) for batch in loader)
+        counts[name] = {"clips/s": n / (time.perf_counter() - t0), "requests": proxy.requests / n if proxy else 0,
+                        "bytes": proxy.nbytes / n if proxy else 0}
+    del loader
+    return counts
+
+
+def upload(local: Path, url: str, options: dict) -> None:
+    import obstore
+
+    from mvtools.storage import _object_store
+
+    store = _object_store(url, options)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            obstore.put(store, path.relative_to(local).as_posix(), path.read_bytes())
+
+
+def remote(args, tmp: Path, store: Path, spec: ClipSpec) -> None:
+    """Local folder vs the same store in object storage behind each latency, side by side (see the docstring)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from proxy import Proxy
+
+    from mvtools.fetch import ObjectStoreSource
+    from mvtools.storage import parse_storage_options
+
+    server = None
+    if args.store:
+        url, options = args.store, parse_storage_options(args.storage_option)
+    else:
+        from s3server import S3Server
+
+        server = S3Server(tmp / "s3")
+        server.start()
+        server.create_bucket("loader-bench")
+        url, options = "s3://loader-bench/store.zarr", server.options()
+    try:
+        upload(store, url, options)
+        proxies = {ms: Proxy(options["endpoint"], ms / 1000).__enter__() for ms in args.latencies}
+        via = {ms: {**options, "endpoint": p.endpoint} for ms, p in proxies.items()}
+        top = max(args.latencies)
+        mods = ("rgb", "mv")
+        configs = {"local folder": (lambda: ClipDataset(store, mods, spec=spec, views=1), None, None, None)}
+        for ms in args.latencies:
+            configs[f"s3, {ms} ms"] = (lambda ms=ms: ClipDataset(url, mods, spec=spec, views=1,
+                                                                   storage_options=via[ms]), None, proxies[ms], None)
+        configs[f"s3, {top} ms, concurrent_clips=1"] = (
+            lambda: ClipDataset(url, mods, spec=spec, views=1, storage_options=via[top], concurrent_clips=1),
+            None, proxies[top], None)
+        configs[f"s3, {top} ms, concurrent_clips=16"] = (
+            lambda: ClipDataset(url, mods, spec=spec, views=1, storage_options=via[top], concurrent_clips=16),
+            None, proxies[top], None)
+        configs[f"s3, {top} ms, exact bytes (gap 0)"] = (
+            lambda: ClipDataset(url, mods, spec=spec, views=1, storage_options=via[top]), None, proxies[top], 0)
+        mid = sorted(args.latencies)[len(args.latencies) // 2]
+        configs[f"s3, {mid} ms, RGB only"] = (
+            lambda: ClipDataset(url, ("rgb",), spec=spec, views=1, storage_options=via[mid]), None, proxies[mid], None)
+        configs[f"s3, {mid} ms, forkserver workers"] = (
+            lambda: ClipDataset(url, mods, spec=spec, views=1, storage_options=via[mid]), "forkserver", proxies[mid],
+            None)
+        configs[f"s3, {mid} ms, plain zarr reads (before)"] = (
+            lambda: ZarrClipDataset(url, mods, spec=spec, views=1, storage_options=via[mid], concurrent_clips=1),
+            "forkserver", proxies[mid], None)
+        opening = {}
+        for ms, p in proxies.items():  # what opening a dataset costs: the index, then two arrays' metadata
+            p.reset()
+            t0 = time.perf_counter()
+            ClipDataset(url, mods, spec=spec, views=1, storage_options=via[ms])
+            opening[ms] = (p.requests, time.perf_counter() - t0)
+        results: dict[str, list[dict]] = {name: [] for name in configs}
+        default_gap = ObjectStoreSource.gap
+        for _ in range(args.rounds):
+            for name, (make, context, proxy, gap) in configs.items():
+                ObjectStoreSource.gap = default_gap if gap is None else gap  # the workers inherit it
+                dataset = make()
+                results[name].append(loader_pass(dataset, EpochItems(len(dataset), args.clips), args.workers,
+                                                 context, proxy))
+                ObjectStoreSource.gap = default_gap
+        for p in proxies.values():
+            p.__exit__(None, None, None)
+    finally:
+        if server is not None:
+            server.kill()
+    best = {name: max(runs, key=lambda r: r["warm"]["clips/s"]) for name, runs in results.items()}
+    peer = best["local folder"]["warm"]["clips/s"]
+    print(f"{args.clips} clips per pass of 16x112x112 RGB + MV (stride 2, one random view) from {args.videos} videos "
+          f"of {args.frames} frames (320x240 H.264, GOP 48; store at short side 128, shards of 128 frames); "
+          f"DataLoader with {args.workers} workers, batches of 8; best warm pass of {args.rounds} rounds; s3 = "
+          f"{'SeaweedFS on 127.0.0.1' if server else url} through a proxy adding the latency to every request\n")
+    print("opening the dataset: " + ", ".join(f"{n} requests, {t:.2f} s at {ms} ms" for ms, (n, t) in opening.items())
+          + "\n")
+    print("| loader | clips/s (warm) | vs local | requests per clip (warm / cold) | kB per clip (warm / cold) |")
+    print("|---|---|---|---|---|")
+    for name, r in best.items():
+        warm, cold = r["warm"], r["cold"]
+        counted = name != "local folder"
+        print(f"| {name} | {warm['clips/s']:.1f} | {warm['clips/s'] / peer:.2f}x | "
+              + (f"{warm['requests']:.2f} / {cold['requests']:.2f} | {warm['bytes'] / 1e3:.0f} / "
+                 f"{cold['bytes'] / 1e3:.0f} |" if counted else "| |"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=int, default=12)
@@ -141,6 +292,13 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--remote", action="store_true", help="local store vs the store in object storage")
+    parser.add_argument("--store", help="with --remote: an s3:// URL to upload the store to (default: a SeaweedFS "
+                                        "server started here); its endpoint must be plain http")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --store: obstore options (endpoint=http://..., credentials)")
+    parser.add_argument("--latencies", type=lambda t: [int(v) for v in t.split(",")], default=[0, 10, 40],
+                        help="ms added to every request (default 0,10,40)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = ClipSpec(clip_len=16, stride=2, size=112)
@@ -149,6 +307,9 @@ def main() -> None:
         make_sources(tmp / "videos", args.videos, args.frames)
         store = tmp / "store.zarr"
         extract(tmp / "videos", store, ExtractConfig(), progress=False)
+        if args.remote:
+            remote(args, tmp, store, spec)
+            return
         ds = ClipDataset(store, modalities=("rgb", "mv"), spec=spec)
         sources = {v.key: next((tmp / "videos").rglob(v.key.split("__")[-1] + ".mp4")) for v in ds.videos}
         rng = np.random.default_rng(0)

@@ -471,7 +471,7 @@ class Store:
             raise StoreError(self.path, f"no video {key!r} in the store") from None
         if not group.attrs.get("complete"):
             raise StoreError(self.path, f"video {key!r} is incomplete (an interrupted extraction): rerun it")
-        return VideoView(key, group, self.path)
+        return VideoView(key, group, self.path, self.storage_options)
 
     # Writing ---------------------------------------------------------------------------------------
     def invalidate_index(self) -> None:
@@ -518,13 +518,17 @@ class Store:
 
 
 class VideoView:
-    """One video of a store: its arrays as zarr arrays (``view.mv``, ``view["mv"]``) and its attrs."""
+    """One video of a store: its arrays as zarr arrays (``view.mv``, ``view["mv"]``) and its attrs; ``read``
+    fetches chosen frames of several arrays with few requests (``mvtools.reader``), in whatever process it runs."""
 
-    def __init__(self, key: str, group: zarr.Group, store_path: str = ""):
+    def __init__(self, key: str, group: zarr.Group, store_path: str = "",
+                 storage_options: Mapping[str, str] | None = None):
         self.key = key
         self.group = group
         self.store_path = store_path
+        self.storage_options = dict(storage_options or {})
         self.attrs = group.attrs.asdict()
+        self._reader = None
 
     def arrays(self) -> list[str]:
         return sorted(name for name, _ in self.group.arrays())
@@ -537,19 +541,36 @@ class VideoView:
                              f"(it has {', '.join(self.arrays())})") from None
 
     def __getattr__(self, name: str) -> zarr.Array:
-        if name.startswith("_") or name in ("key", "group", "attrs", "store_path"):
+        if name.startswith("_") or name in ("key", "group", "attrs", "store_path", "storage_options"):
             raise AttributeError(name)
         return self[name]
 
     def __len__(self) -> int:
         return int(self.attrs["num_frames"])
 
+    def read(self, name: str, frames) -> np.ndarray:
+        """``self[name][frames]`` for frame indices ``frames`` (any order, repeats allowed), fetching only their
+        chunks: one ranged request per shard, shard indexes cached; ``DamagedData`` for bytes that cannot be
+        what was written."""
+        return self.read_many({name: frames})[name]
+
+    def read_many(self, wanted: Mapping[str, object]) -> dict[str, np.ndarray]:
+        """``read`` of several arrays at once, their requests concurrent."""
+        from .reader import VideoReader
+
+        if self._reader is None:
+            self._reader = VideoReader(self.store_path, self.key, self.storage_options)
+        missing = [name for name in wanted if name not in self._reader]
+        if missing:
+            self[missing[0]]  # the error naming the arrays the video has
+        return self._reader.read(wanted)
+
     def framediff(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """d_t = x_t - x_{t-1} (int16) for t in [start, stop), derived from ``frames``; d_0 = 0."""
         stop = len(self) if stop is None else stop
         if start == 0:
-            return frame_difference(self["frames"][:stop])
-        frames = self["frames"][start - 1:stop]
+            return frame_difference(self.read("frames", np.arange(stop)))
+        frames = self.read("frames", np.arange(start - 1, stop))
         return frame_difference(frames[1:], previous=frames[0])
 
 

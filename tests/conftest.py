@@ -71,6 +71,22 @@ def mv_only_store(synth_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_shards(tmp_path_factory) -> Path:
+    """Two 50-frame videos in shards of 16 frames (the last one 2 frames), vectors in chunks of 4, with every
+    array mvtools writes (accumulated motion and DIS flow included): clips cross shards cheaply."""
+    from mvtools.extract import ExtractConfig, extract
+    from mvtools.synth import make_dataset
+
+    src = tmp_path_factory.mktemp("small_shards")
+    make_dataset(src / "videos", videos=2, seed=3, num_frames=50, width=96, height=64)
+    store = src / "store.zarr"
+    config = ExtractConfig(size=64, chunk_frames=4, shard_frames=16, flow="dis", flow_preset="ultrafast",
+                           modalities=("frames", "mv", "residual", "keyframes", "accumulated"))
+    assert not extract(src / "videos", store, config, progress=False).failed
+    return store
+
+
+@pytest.fixture(scope="session")
 def s3(tmp_path_factory):
     """A running S3-compatible server (SeaweedFS) with a bucket ``mvtools-test``."""
     from s3server import S3Server, weed_binary

@@ -34,6 +34,14 @@ def write_store(path: str | os.PathLike, videos: dict[str, dict], settings: dict
     return os.fspath(path)
 
 
+def shard_index(entries: np.ndarray) -> bytes:
+    """A zarr shard index as mvtools writes it: (offset, nbytes) uint64 little-endian per chunk, then crc32c."""
+    import google_crc32c
+
+    body = np.asarray(entries, "<u8").tobytes()
+    return body + google_crc32c.value(body).to_bytes(4, "little")
+
+
 def index_frames(t: int, h: int = 32, w: int = 32, step: int = 4) -> np.ndarray:
     """(t, h, w, 3) uint8 frames whose every pixel is ``step`` x their frame index: the index is readable from
     any crop (uniform images survive resampling exactly)."""

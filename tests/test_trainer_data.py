@@ -185,34 +185,21 @@ def test_vectors_per_frame_of_displacement(tmp_path):
         np.testing.assert_allclose(got[2].mean((1, 2)).numpy(), want_future, atol=1e-6)
 
 
-class CountingStore(zarr.storage.WrapperStore):
-    """Every read a zarr reader makes, recorded (key, byte range)."""
-
-    def __init__(self, store):
-        super().__init__(store)
-        self.reads = []
-
-    async def get(self, key, prototype, byte_range=None):
-        self.reads.append((key, byte_range))
-        return await self._store.get(key, prototype, byte_range)
-
-    async def get_partial_values(self, prototype, key_ranges):
-        key_ranges = list(key_ranges)
-        self.reads.extend(key_ranges)
-        return await self._store.get_partial_values(prototype, key_ranges)
-
-
 def test_a_clip_reads_exactly_its_frames(synth_store):
-    from trainer.data import read_frames
-
-    key = list_videos(synth_store)[0].key
-    plain = zarr.open_group(synth_store, mode="r")["videos"][key]["frames"]
-    counting = CountingStore(zarr.storage.LocalStore(synth_store, read_only=True))
-    frames = zarr.open_group(counting, mode="r")["videos"][key]["frames"]
-    idx = clip_indices(3, ClipSpec(clip_len=8, stride=2), 40)  # frames 3, 5, ..., 17
-    counting.reads.clear()
-    np.testing.assert_array_equal(read_frames(frames, idx), plain[:][idx])
-    chunks = [r for r in counting.reads if not r[0].endswith("zarr.json")]
-    assert len(chunks) == 8 + 1  # one byte range per frame, plus the shard's index
+    """Once a shard's index is known, a clip reads exactly its chunks (a local folder merges only touching ones:
+    object stores merge more, tests/test_remote_reads.py); frames equal plain zarr's."""
+    ds = ClipDataset(synth_store, modalities=("rgb", "mv"), train=False)
+    key = ds.videos[0].key
+    plain = zarr.open_group(synth_store, mode="r")["videos"][key]
+    group, idx = ds.group(0), clip_indices(3, ClipSpec(clip_len=8, stride=2), 40)  # frames 3, 5, ..., 17
+    source = group.reader.source
+    group.read({"frames": [0], "mv": [0]})  # metadata and shard indexes, read once
+    before = source.requests
+    got = group.read({"frames": idx, "mv": idx})
+    np.testing.assert_array_equal(got["frames"], plain["frames"][:][idx])
+    np.testing.assert_array_equal(got["mv"], plain["mv"][:][idx])
+    assert source.requests - before == 8 + 1  # 8 JPEG chunks; vector chunks 0-15 and 16-31, adjacent: one range
+    before = source.requests
     clamped = clip_indices(36, ClipSpec(clip_len=4, stride=2), 40)  # 36, 38, 39, 39: the last frame twice
-    np.testing.assert_array_equal(read_frames(frames, clamped), plain[:][clamped])
+    np.testing.assert_array_equal(group["frames"].read(clamped), plain["frames"][:][clamped])
+    assert source.requests - before == 2  # 36, then 38-39

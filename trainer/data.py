@@ -20,8 +20,10 @@ The store is read through its documented zarr layout; handles open lazily in eac
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ import torch
 import zarr
 
 from mvtools.errors import MvtoolsError, StoreError
+from mvtools.reader import ArrayReader, VideoReader
 from mvtools.storage import is_remote, open_root
 from mvtools.store import open_store
 
@@ -90,9 +93,12 @@ class Video:
 
 
 def worker_context(store_path: str) -> str | None:
-    """The DataLoader's start method for this store: obstore's runtime (object-store URLs) does not survive a
-    ``fork``, so their workers start from a fresh ``forkserver``; local folders keep the default fork."""
-    return "forkserver" if is_remote(store_path) else None
+    """The DataLoader's start method for this store: None (the platform's default, ``fork`` on Linux) for folders
+    and URLs alike. Readers open their handles in each worker, and a worker forked after obstore's runtime ran
+    reads an object store through a helper process of its own (``mvtools.fetch``); measured against
+    ``forkserver`` workers (``benchmarks/loader.py --remote``), it reads as fast and starts without re-importing
+    torch."""
+    return None
 
 
 def list_videos(store_path: str, storage_options: Mapping[str, str] | None = None) -> list[Video]:
@@ -276,20 +282,27 @@ def _rgb(frames: np.ndarray, view: View, spec: ClipSpec, augment: bool) -> torch
 
 
 class VideoArrays:
-    """A video's zarr group whose arrays are opened once: every ``group[name]`` reads and parses metadata."""
+    """A video's arrays for clip reads, opened in this process: each array's metadata read once, reads of several
+    arrays fetched together (``mvtools.reader``: shard indexes cached, one ranged request per shard and array)."""
 
-    def __init__(self, group: zarr.Group):
-        self.group = group
-        self._arrays: dict[str, zarr.Array] = {}
+    def __init__(self, reader: VideoReader):
+        self.reader = reader
+        self._arrays: dict[str, ArrayReader] = {}
         self._anchors: tuple[np.ndarray, np.ndarray] | None = None
+        self._keyframe_index: np.ndarray | None = None
 
-    def __getitem__(self, name: str) -> zarr.Array:
+    def __getitem__(self, name: str) -> ArrayReader:
+        """The array ``name``, indexed like NumPy along time (``a[:]``, ``a[3:9:2]``, ``a[[1, 4]]``)."""
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            self._arrays[name] = self.reader.array(name)
         return self._arrays[name]
 
     def __contains__(self, name: str) -> bool:
-        return name in self._arrays or name in self.group
+        return name in self.reader
+
+    def read(self, wanted: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{array: array[idx]} for every (array, idx) of ``wanted``, their requests concurrent."""
+        return self.reader.read(wanted)
 
     def anchor_distances(self) -> tuple[np.ndarray, np.ndarray]:
         """``anchor_distances`` of the video's ``frame_type``, read once."""
@@ -297,11 +310,20 @@ class VideoArrays:
             self._anchors = anchor_distances(self["frame_type"][:])
         return self._anchors
 
+    def keyframe_index(self) -> np.ndarray:
+        """The frame index of every stored I-frame, read once."""
+        if self._keyframe_index is None:
+            self._keyframe_index = self["keyframe_index"][:]
+        return self._keyframe_index
 
-def read_frames(array: zarr.Array, idx: np.ndarray) -> np.ndarray:
-    """``array[idx]`` for sorted frame indices, reading only those frames: one strided slice over the distinct
-    indices when they are evenly spaced (a clip: start + k * stride, repeats where it is clamped at the last
-    frame), else one contiguous read. With one frame per JPEG chunk (schema 2) a clip decodes exactly its frames."""
+
+def read_frames(array: zarr.Array | ArrayReader, idx: np.ndarray) -> np.ndarray:
+    """``array[idx]`` for frame indices ``idx``, reading only those frames. An ``ArrayReader`` fetches their chunks
+    as one range per shard; a zarr array is read as one strided slice over the distinct indices when they are
+    evenly spaced (a clip: start + k * stride, repeats where it is clamped at the last frame), else one
+    contiguous read."""
+    if isinstance(array, ArrayReader):
+        return array.read(idx)
     distinct = np.unique(idx)
     step = int(distinct[1] - distinct[0]) if len(distinct) > 1 else 1
     lo, hi = int(distinct[0]), int(distinct[-1]) + 1
@@ -310,29 +332,48 @@ def read_frames(array: zarr.Array, idx: np.ndarray) -> np.ndarray:
     return data[np.searchsorted(distinct, idx)]
 
 
+def _read_arrays(group: zarr.Group | VideoArrays, wanted: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if isinstance(group, VideoArrays):
+        return group.read(wanted)
+    return {name: read_frames(group[name], idx) for name, idx in wanted.items()}
+
+
 def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalities: Sequence[str], spec: ClipSpec,
               augment: bool = True) -> dict[str, torch.Tensor]:
-    """One view of one video: the requested modalities of frames ``clip_indices(view.start)``."""
+    """One view of one video: the requested modalities of frames ``clip_indices(view.start)``, every array's
+    frames fetched together."""
     idx = clip_indices(view.start, spec, video.num_frames)
     lo = int(idx.min())
-    out: dict[str, torch.Tensor] = {}
+    wanted: dict[str, np.ndarray] = {}
+    before = np.maximum(idx - 1, 0)
+    frames_idx = np.union1d(idx, before) if "framediff" in modalities else idx
     if "rgb" in modalities or "framediff" in modalities:
-        before = np.maximum(idx - 1, 0)
-        wanted = np.union1d(idx, before) if "framediff" in modalities else idx
-        frames = read_frames(group["frames"], wanted)
-        cur = frames[np.searchsorted(wanted, idx)]
+        wanted["frames"] = frames_idx
+    for m, name in (("residual", "residual"), ("mv", "mv"), ("flow", "flow")):
+        if m in modalities:
+            wanted[name] = idx
+    keyframe = None
+    if "keyframe" in modalities:
+        kidx = group.keyframe_index() if isinstance(group, VideoArrays) else group["keyframe_index"][:]
+        keyframe = max(int(np.searchsorted(kidx, lo, side="right")) - 1, 0)
+        wanted["keyframes"] = np.array([keyframe])
+    arrays = _read_arrays(group, wanted)
+    out: dict[str, torch.Tensor] = {}
+    if "frames" in arrays:
+        frames = arrays["frames"]
+        cur = frames[np.searchsorted(frames_idx, idx)]
         if "rgb" in modalities:
             out["rgb"] = _rgb(cur, view, spec, augment)
         if "framediff" in modalities:
-            prev = frames[np.searchsorted(wanted, before)].astype(np.float32)
+            prev = frames[np.searchsorted(frames_idx, before)].astype(np.float32)
             prev[idx == 0] = cur[idx == 0]
             diff = crop_resize((cur.astype(np.float32) - prev) / 255.0, view.box, spec.size)
             out["framediff"] = _channels_first(_flip(diff, view.flip))
     if "residual" in modalities:
-        res = read_frames(group["residual"], idx).astype(np.float32) / 255.0
+        res = arrays["residual"].astype(np.float32) / 255.0
         out["residual"] = _channels_first(_flip(crop_resize(res, view.box, spec.size), view.flip))
     if "mv" in modalities:
-        mv = read_frames(group["mv"], idx)[..., : spec.mv_channels].astype(np.float32)
+        mv = arrays["mv"][..., : spec.mv_channels].astype(np.float32)
         if spec.mv_per_frame:
             past, future = (group.anchor_distances() if isinstance(group, VideoArrays) else
                             anchor_distances(group["frame_type"][:]))
@@ -340,20 +381,18 @@ def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalit
         mv = scale_vectors(crop_resize(mv, view.box, spec.size // 4, cell=4), view.box, spec.size, view.flip)
         out["mv"] = _channels_first(_flip(mv, view.flip))
     if "flow" in modalities:
-        flow = read_frames(group["flow"], idx).astype(np.float32)
+        flow = arrays["flow"].astype(np.float32)
         flow = scale_vectors(crop_resize(flow, view.box, spec.size), view.box, spec.size, view.flip)
         out["flow"] = _channels_first(_flip(flow, view.flip))
-    if "keyframe" in modalities:
-        kidx = group["keyframe_index"][:]
-        out["keyframe"] = read_keyframe(group, max(int(np.searchsorted(kidx, lo, side="right")) - 1, 0), view, spec,
-                                        augment)
+    if keyframe is not None:
+        out["keyframe"] = _rgb(arrays["keyframes"], view, spec, augment)[:, 0]
     return out
 
 
 def read_keyframe(group: zarr.Group | VideoArrays, k: int, view: View, spec: ClipSpec, augment: bool = True
                   ) -> torch.Tensor:
     """The video's ``k``-th stored I-frame (3, S, S) under ``view``'s crop, flip and colour, normalised like rgb."""
-    return _rgb(group["keyframes"][k][None], view, spec, augment)[:, 0]
+    return _rgb(_read_arrays(group, {"keyframes": np.array([k])})["keyframes"], view, spec, augment)[:, 0]
 
 
 Sampler = Callable[["ClipDataset", int, np.random.Generator], dict]
@@ -368,13 +407,18 @@ class ClipDataset(torch.utils.data.Dataset):
     i // (clips x crops), clip (i // crops) % clips, crop i % crops. ``split``: ``split_videos``.
     ``sampler``: a method's own ``(dataset, video, rng) -> sample``.
     Items are indexed by ``i`` or ``(i, epoch)``.
+    ``concurrent_clips``: clips a process reads at once when the DataLoader asks for a batch (``__getitems__``,
+    threads), so that the round trips of an object store overlap; default 1 for a folder, 8 for a URL.
+
+    Handles (array metadata, the store's client) open lazily in each process that reads, so any DataLoader start
+    method works, ``fork`` included (``mvtools.fetch``).
     """
 
     def __init__(self, store_path, modalities: Sequence[str] = ("rgb",), clip_len: int = 16, stride: int = 2,
                  size: int = 112, split: str | None = None, *, views: int = 2, train: bool = True,
                  clips_per_video: int = 1, crops: int = 1, keys: Sequence[str] | None = None, seed: int = 0,
                  spec: ClipSpec | None = None, sampler: Sampler | None = None,
-                 storage_options: Mapping[str, str] | None = None):
+                 storage_options: Mapping[str, str] | None = None, concurrent_clips: int | None = None):
         self.store_path = os.fspath(store_path)  # a folder or an object-store URL
         self.storage_options = dict(storage_options or {})
         self.modalities = tuple(modalities)
@@ -392,33 +436,44 @@ class ClipDataset(torch.utils.data.Dataset):
         if not self.videos:
             what = f"split {split!r}" if split else "the requested keys" if keys is not None else "the store"
             raise DataError(f"{self.store_path}: no complete videos in {what}")
+        self.concurrent_clips = concurrent_clips or (8 if is_remote(self.store_path) else 1)
         self._check_arrays()
-        self._videos_group: zarr.Group | None = None
         self._open: OrderedDict[int, VideoArrays] = OrderedDict()  # the last OPEN_VIDEOS videos read
-        self._pid = -1
+        self._pid, self._lock, self._pool = -1, None, None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_open": OrderedDict(), "_pid": -1, "_lock": None, "_pool": None}
 
     def _check_arrays(self) -> None:
-        group = open_root(self.store_path, self.storage_options)["videos"][self.videos[0].key]
-        have = {name for name, _ in group.arrays()}
+        reader = VideoReader(self.store_path, self.videos[0].key, self.storage_options)
+        reader.open([a for m in self.modalities for a in ARRAYS[m]])
         for m in self.modalities:
-            missing = [a for a in ARRAYS[m] if a not in have]
+            missing = [a for a in ARRAYS[m] if a not in reader]
             if missing:
+                group = open_root(self.store_path, self.storage_options)["videos"][self.videos[0].key]
+                have = sorted(name for name, _ in group.arrays())
                 raise DataError(f"{self.store_path}: modality {m!r} needs array {missing[0]!r}, which the store "
-                                f"does not hold (it has {', '.join(sorted(have))}); extract with it")
+                                f"does not hold (it has {', '.join(have)}); extract with it")
+
+    def _process(self) -> None:
+        """Per-process state, made anew in each process that reads (a forked worker inherits none of it)."""
+        if self._pid != os.getpid():
+            self._open, self._lock, self._pool = OrderedDict(), threading.Lock(), None
+            self._pid = os.getpid()
 
     def group(self, video: int) -> VideoArrays:
         """The video's arrays, opened in this process (handles are not shared across a fork)."""
-        if self._videos_group is None or self._pid != os.getpid():
-            self._videos_group = open_root(self.store_path, self.storage_options)["videos"]
-            self._open.clear()
-            self._pid = os.getpid()
-        if video in self._open:
-            self._open.move_to_end(video)
-        else:
-            self._open[video] = VideoArrays(self._videos_group[self.videos[video].key])
+        self._process()
+        with self._lock:
+            if video in self._open:
+                self._open.move_to_end(video)
+                return self._open[video]
+        arrays = VideoArrays(VideoReader(self.store_path, self.videos[video].key, self.storage_options))
+        with self._lock:
+            self._open[video] = arrays
             if len(self._open) > OPEN_VIDEOS:
                 self._open.popitem(last=False)
-        return self._open[video]
+        return arrays
 
     def label(self, video: int) -> int:
         lab = self.videos[video].label
@@ -453,6 +508,15 @@ class ClipDataset(torch.utils.data.Dataset):
             start = round(room * (clip + 0.5) / self.clips_per_video)
             sample = {"views": [self.read(video, crop_view(v, start, crop, self.crops))]}
         return {**sample, "label": self.label(video), "key": self.videos[video].key, "video": video}
+
+    def __getitems__(self, items: Sequence) -> list[dict]:
+        """The samples of a batch (what a DataLoader asks a worker for), ``concurrent_clips`` read at once."""
+        self._process()
+        if self.concurrent_clips <= 1 or len(items) <= 1:
+            return [self[i] for i in items]
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.concurrent_clips, "mvtools-clip")
+        return list(self._pool.map(self.__getitem__, items))
 
 
 class StepBatches(torch.utils.data.Sampler):
