@@ -559,13 +559,15 @@ def create_store(location: str | os.PathLike, settings: Mapping,
     ``StoreError`` with the reason, before anything is written."""
     location = _location(location)
     with storage_errors(location):
+        probe = zarr_store(location, storage_options=storage_options, first_contact=True)
+        exists = sync(probe.exists("zarr.json"))
         store = zarr_store(location, read_only=False, storage_options=storage_options)
-        if sync(store.exists("zarr.json")):
+        if exists:
             opened = open_store(location, mode="r+", storage_options=storage_options)
             if opened.settings != dict(settings):
                 raise StoreError(location, f"exists with other settings {opened.settings}; use another -o path")
             return opened
-        if not sync(store.is_empty("")):
+        if not sync(probe.is_empty("")):
             raise StoreError(location, "exists and is not an mvtools store; refusing to write into it")
         from . import __version__
 
@@ -582,9 +584,9 @@ def open_store(location: str | os.PathLike, mode: str = "r", storage_options: Ma
     """Open an existing store (a local folder or an object-store URL). ``mode`` "r" (default) or "r+"."""
     location = _location(location)
     with storage_errors(location):
-        store = zarr_store(location, read_only=mode == "r", storage_options=storage_options)
-        if not sync(store.exists("zarr.json")):
+        if not sync(zarr_store(location, storage_options=storage_options, first_contact=True).exists("zarr.json")):
             raise StoreError(location, "no store here (missing zarr.json)")
+        store = zarr_store(location, read_only=mode == "r", storage_options=storage_options)
         try:
             root = zarr.open_group(store, mode="r" if mode == "r" else "r+", zarr_format=3)
         except (ValueError, KeyError, TypeError) as e:  # zarr's errors for unreadable metadata
