@@ -76,6 +76,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         description="Compressed-domain motion (motion vectors, residuals, keyframes) from videos into zarr, "
                     "and self-supervised pretraining on it.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback as well as the one-line reason")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ex = sub.add_parser(
@@ -415,14 +417,16 @@ def _synth(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser, plugins = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: for the commands that print a rerun line
     handler = {"extract": _extract, "info": _info, "show": _show, "migrate": _migrate, "synth": _synth,
                **plugins}[args.command]
     try:
         return handler(args)
-    except MvtoolsError as e:
-        print(f"mvtools {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except FileNotFoundError as e:
+    except (MvtoolsError, FileNotFoundError) as e:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"mvtools {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

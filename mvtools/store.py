@@ -160,6 +160,9 @@ def _array_template(spec: ArraySpec, tail: tuple[int, ...], chunk: int, shard: i
     else:
         inner = [{"name": "bytes", "configuration": {"endian": "little"}},
                  {"name": "zstd", "configuration": {"level": 3, "checksum": False}}]
+    # Every chunk ends with its CRC-32C (zarr's core codec; any v3 reader checks it): a damaged chunk fails to read
+    # instead of decoding to wrong pixels, which a partly overwritten JPEG otherwise does with only a warning.
+    inner.append({"name": "crc32c"})
     with warnings.catch_warnings():  # zarr notes that numcodecs codecs are outside the v3 core spec
         warnings.simplefilter("ignore", ZarrUserWarning)
         meta = ArrayV3Metadata.from_dict({

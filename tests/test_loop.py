@@ -35,7 +35,7 @@ def test_resumed_run_continues_with_the_same_losses(synth_store, tmp_path):
     resumed = train(config(synth_store, tmp_path / "b"), progress=False, resume=True)
     assert resumed["resumed_from"] == 3 and straight["last"] == resumed["last"]
     a, b = rows(tmp_path / "a"), rows(tmp_path / "b")
-    assert list(a[0]) == ["step", "loss", "inst", "lr"] and len(a) == len(b) == 6
+    assert list(a[0]) == ["step", "loss", "inst", "lr", "bad_clips"] and len(a) == len(b) == 6
     assert a == b
     losses = [float(r["loss"]) for r in a]
     assert all(map(torch.isfinite, torch.tensor(losses)))

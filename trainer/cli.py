@@ -13,7 +13,9 @@ import dataclasses
 import json
 import os
 import pkgutil
+import shlex
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -33,12 +35,32 @@ def register(sub) -> dict:
     add_downstream_parsers(sub)
     return {"train": run_train, "eval": run_eval, "finetune": run_finetune, "export": run_export}
 
-TRAIN_EXIT = """exit codes:
-  0  trained to --steps; RUN_DIR/checkpoint.pt holds the last state
-  1  training failed (a NaN loss, ...): the last good checkpoint is kept
-  2  usage error (unknown method, store without the method's modalities, existing run without --resume)
+STOPPED_EXIT = """  75   stopped by SIGTERM, SIGUSR1 or Ctrl-C: the step in progress was finished and checkpointed;
+       rerun with --resume (the line printed) to continue exactly there
+  130  stopped at once by a second Ctrl-C: the last periodic checkpoint is kept"""
+TRAIN_EXIT = f"""exit codes:
+  0    trained to --steps; RUN_DIR/checkpoint.pt holds the last state
+  1    training failed (a NaN loss, a store that stays unreachable, damaged data, a rank that stops answering):
+       one line says why; the last good checkpoint is kept (--debug for the traceback)
+  2    usage error (unknown method, store without the method's modalities, existing run without --resume)
+{STOPPED_EXIT}
 
-multi-GPU: torchrun --nproc_per_node N -m mvtools train ... (DDP; --batch-size is per process)"""
+multi-GPU: torchrun --nproc_per_node N -m mvtools train ... (DDP; --batch-size is per process); under
+torchrun --max-restarts N a restarted run resumes from its checkpoint"""
+
+
+def add_robustness_arguments(parser) -> None:
+    """--on-bad-clip, --max-bad-clips, --dist-timeout (train and finetune)."""
+    parser.add_argument("--on-bad-clip", choices=("skip", "fail"),
+                        help="a clip whose stored bytes are damaged: skip replaces it with another sample (logged once "
+                             "per video, counted in metrics.csv's bad_clips) up to --max-bad-clips; fail stops the "
+                             "run (default skip)")
+    parser.add_argument("--max-bad-clips", type=float, metavar="FRACTION",
+                        help="most damaged clips replaced, as a fraction of the run's samples (steps x global batch; "
+                             "default 0.001); beyond it the run stops (exit 1)")
+    parser.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                        help="under torchrun: how long a rank waits for the others before the run fails with one "
+                             "line (a frozen or lost rank; default 300)")
 
 
 def add_parsers(sub) -> None:
@@ -63,7 +85,9 @@ def add_parsers(sub) -> None:
     tr.add_argument("--seed", type=int, help="seed of weights, batches and augmentations (default 0)")
     tr.add_argument("--workers", type=int, help="DataLoader worker processes (default 2)")
     tr.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 50)")
-    tr.add_argument("--resume", action="store_true", help="continue RUN_DIR from its checkpoint")
+    tr.add_argument("--resume", action="store_true", help="continue RUN_DIR from its checkpoint (none yet: start "
+                                                           "at step 0, and say so)")
+    add_robustness_arguments(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = sub.add_parser(
@@ -101,11 +125,13 @@ def add_parsers(sub) -> None:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-DOWNSTREAM_EXIT = """exit codes:
-  0  fine-tuned and tested; RUN_FT/test.json holds the test metrics
-  1  training failed (a NaN loss, ...): the last good checkpoint is kept
-  2  usage error (unlabelled store, test classes missing from train, --init or --checkpoint that does not fit
-     the backbone, existing run without --resume): one line says what; nothing is written
+DOWNSTREAM_EXIT = f"""exit codes:
+  0    fine-tuned and tested; RUN_FT/test.json holds the test metrics
+  1    training failed (a NaN loss, a store that stays unreachable, damaged data, a lost rank): the last good
+       checkpoint is kept
+  2    usage error (unlabelled store, test classes missing from train, --init or --checkpoint that does not fit
+       the backbone, existing run without --resume): one line says what; nothing is written
+{STOPPED_EXIT}
 
 multi-GPU: torchrun --nproc_per_node N -m mvtools finetune ... (DDP; --batch-size is per process)"""
 
@@ -141,6 +167,7 @@ def add_downstream_parsers(sub) -> None:
     ft.add_argument("--clips", type=int, help="test clips per video (default 10)")
     ft.add_argument("--crops", type=int, help="test crops per clip (default 3)")
     ft.add_argument("--resume", action="store_true", help="continue RUN_FT from its checkpoint")
+    add_robustness_arguments(ft)
     ft.add_argument("--plot", action="store_true", help="write RUN_FT/confusion.png")
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
@@ -166,12 +193,47 @@ def _storage_options(args, error) -> dict:
         raise error(str(e)) from None
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command that continues a stopped run: this one with --resume (under torchrun: its launch line)."""
+    argv = list(argv) if "--resume" in argv else [*argv, "--resume"]
+    command = f"mvtools {shlex.join(argv)}"
+    return f"torchrun <the same options> -m {command}" if os.environ.get("TORCHELASTIC_RUN_ID") else command
+
+
+def stopped(command: str, args, out, error: BaseException) -> int:
+    """Report how a run ended early, in one line (rank 0 only for a stop), and its exit code."""
+    from .loop import CHECKPOINT, Interrupted, load_checkpoint
+    from .signals import EXIT_ABORTED, EXIT_INTERRUPTED
+
+    rank = int(os.environ.get("RANK", "0"))
+    resume = resume_command(getattr(args, "argv", sys.argv[1:]))
+    if isinstance(error, Interrupted):
+        if rank == 0:
+            print(f"mvtools {command}: {error}; resume with: {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(error, KeyboardInterrupt):
+        path = Path(out) / CHECKPOINT if out else None
+        kept = (f"the checkpoint of step {load_checkpoint(path)['step']} is kept ({path}); resume with: {resume}"
+                if path is not None and path.exists() else "no checkpoint was written")
+        if rank == 0:
+            print(f"mvtools {command}: stopped at once by a second Ctrl-C: {kept}", file=sys.stderr)
+        return EXIT_ABORTED
+    if getattr(args, "debug", False):
+        traceback.print_exception(error)
+    print(f"mvtools {command}: error: {error}", file=sys.stderr)
+    return 1
+
+
+def _robustness(args) -> dict:
+    return {"on_bad_clip": args.on_bad_clip, "max_bad_clips": args.max_bad_clips, "dist_timeout": args.dist_timeout}
+
+
 def run_train(args) -> int:
-    from .loop import TrainConfig, TrainError, TrainingFailed, train
+    from .loop import Interrupted, RunNotice, TrainConfig, TrainError, TrainingFailed, train
 
     overrides = {"method": args.method, "store": args.store, "out": args.out, "steps": args.steps,
                  "backbone": args.backbone, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                 "workers": args.workers, "checkpoint_every": args.checkpoint_every}
+                 "workers": args.workers, "checkpoint_every": args.checkpoint_every, **_robustness(args)}
     try:
         config = TrainConfig.from_yaml(args.config, **overrides) if args.config else \
             TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
@@ -184,19 +246,19 @@ def run_train(args) -> int:
                                                               **_storage_options(args, TrainError)})
     try:
         with warnings.catch_warnings():  # settings worth a second look (a queue too long for the store, ...)
-            warnings.showwarning = lambda message, *_, **__: print(f"mvtools train: warning: {message}",
-                                                                  file=sys.stderr)
+            warnings.showwarning = lambda message, category, *_, **__: print(
+                f"mvtools train: {'note' if category is RunNotice else 'warning'}: {message}", file=sys.stderr)
             summary = train(config, resume=args.resume, progress=not args.quiet)
-    except TrainingFailed as e:  # a usage error (TrainError) is exit 2, reported by mvtools.cli
-        print(f"mvtools train: error: {e}", file=sys.stderr)
-        return 1
+    except (TrainingFailed, Interrupted, KeyboardInterrupt) as e:  # a usage error (TrainError): exit 2, mvtools.cli
+        return stopped("train", args, config.out, e)
     if summary["rank"]:
         return 0  # under torchrun, rank 0 reports
     last = summary["last"]
-    terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("step", "lr"))
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("step", "lr", "bad_clips"))
+    replaced = f"; {summary['bad_clips']} damaged clips replaced" if summary["bad_clips"] else ""
     print(f"trained {config.method} ({config.backbone}) to step {summary['steps']}: {terms}; "
-          f"{summary['steps_per_s']:.2f} steps/s, data wait {summary['data_wait_fraction']:.0%} of step time; "
-          f"{config.out}/checkpoint.pt")
+          f"{summary['steps_per_s']:.2f} steps/s, data wait {summary['data_wait_fraction']:.0%} of step time"
+          f"{replaced}; {config.out}/checkpoint.pt")
     return 0
 
 
@@ -253,19 +315,22 @@ def print_classification(result: dict) -> None:
 
 def run_finetune(args) -> int:
     from .finetune import finetune
-    from .loop import TrainError, TrainingFailed
+    from .loop import Interrupted, RunNotice, TrainError, TrainingFailed
 
     overrides = {"backbone": args.backbone, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                 "seed": args.seed, "workers": args.workers}
+                 "seed": args.seed, "workers": args.workers, **_robustness(args)}
     try:
-        result = finetune(args.store, args.out, checkpoint=args.checkpoint, init=args.init,
-                          from_scratch=args.from_scratch, recipe=args.config, overrides=overrides,
-                          resume=args.resume, progress=not args.quiet, plot=args.plot,
-                          test_views={"clips": args.clips, "crops": args.crops},
-                          storage_options=_storage_options(args, TrainError))
-    except TrainingFailed as e:
-        print(f"mvtools finetune: error: {e}", file=sys.stderr)
-        return 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", RunNotice)
+            warnings.showwarning = lambda message, category, *_, **__: print(
+                f"mvtools finetune: {'note' if category is RunNotice else 'warning'}: {message}", file=sys.stderr)
+            result = finetune(args.store, args.out, checkpoint=args.checkpoint, init=args.init,
+                              from_scratch=args.from_scratch, recipe=args.config, overrides=overrides,
+                              resume=args.resume, progress=not args.quiet, plot=args.plot,
+                              test_views={"clips": args.clips, "crops": args.crops},
+                              storage_options=_storage_options(args, TrainError))
+    except (TrainingFailed, Interrupted, KeyboardInterrupt) as e:
+        return stopped("finetune", args, args.out, e)
     if int(os.environ.get("RANK", "0")):
         return 0  # under torchrun, rank 0 reports
     if args.json:

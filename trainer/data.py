@@ -30,8 +30,9 @@ import cv2
 import numpy as np
 import torch
 import zarr
+from obstore.exceptions import BaseError as ObstoreError
 
-from mvtools.errors import MvtoolsError, StoreError
+from mvtools.errors import DamagedData, MvtoolsError, StoreError
 from mvtools.storage import is_remote, open_root
 from mvtools.store import open_store
 
@@ -41,6 +42,8 @@ ARRAYS = {"rgb": ("frames",), "mv": ("mv",), "residual": ("residual",), "framedi
 MEAN, STD = 0.45, 0.225
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 OPEN_VIDEOS = 256  # array handles kept open per process (each holds its metadata)
+BAD_CLIP_POLICIES = ("fail", "skip")
+REPLACEMENTS = 16  # draws a skipped sample may take before the store is taken for mostly damaged
 
 
 class DataError(MvtoolsError):
@@ -275,17 +278,54 @@ def _rgb(frames: np.ndarray, view: View, spec: ClipSpec, augment: bool) -> torch
     return _channels_first(_flip(x, view.flip))
 
 
-class VideoArrays:
-    """A video's zarr group whose arrays are opened once: every ``group[name]`` reads and parses metadata."""
+def frame_range(selection, length: int) -> tuple[int, int] | None:
+    """[first, last + 1) of the frames (first axis) a selection reads, None if unknown."""
+    if isinstance(selection, tuple):
+        return frame_range(selection[0], length) if selection else (0, length)
+    if isinstance(selection, slice):
+        start, stop, _ = selection.indices(length)
+        return (start, max(start + 1, stop))
+    if isinstance(selection, (int, np.integer)):
+        k = int(selection) % max(length, 1)
+        return (k, k + 1)
+    return None
 
-    def __init__(self, group: zarr.Group):
+
+class CheckedArray:
+    """A zarr array whose reads raise ``DamagedData`` (store, video, array, frames) when its stored bytes do not
+    decode: a checksum that does not match, a chunk that its codecs cannot read, a shard index that is garbage.
+    Storage errors (network, permissions) pass through as they are: they are not damage."""
+
+    def __init__(self, array: zarr.Array, store: str, video: str, name: str):
+        self.array, self.store, self.video, self.name = array, store, video, name
+
+    def __getattr__(self, attr: str):
+        return getattr(self.array, attr)
+
+    def __getitem__(self, selection):
+        try:
+            return self.array[selection]
+        except (OSError, ObstoreError, MvtoolsError, MemoryError):
+            raise
+        except Exception as e:  # zarr and the codecs report undecodable bytes as ValueError, RuntimeError, ...
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise DamagedData(self.store, self.video, self.name, frame_range(selection, self.array.shape[0]),
+                              f"stored bytes do not decode ({type(e).__name__}: {reason})") from e
+
+
+class VideoArrays:
+    """A video's zarr group whose arrays are opened once (every ``group[name]`` reads and parses metadata), read
+    through ``CheckedArray``."""
+
+    def __init__(self, group: zarr.Group, store: str = "", key: str = ""):
         self.group = group
-        self._arrays: dict[str, zarr.Array] = {}
+        self.store, self.key = store, key or group.basename
+        self._arrays: dict[str, CheckedArray] = {}
         self._anchors: tuple[np.ndarray, np.ndarray] | None = None
 
-    def __getitem__(self, name: str) -> zarr.Array:
+    def __getitem__(self, name: str) -> CheckedArray:
         if name not in self._arrays:
-            self._arrays[name] = self.group[name]
+            self._arrays[name] = CheckedArray(self.group[name], self.store, self.key, name)
         return self._arrays[name]
 
     def __contains__(self, name: str) -> bool:
@@ -368,13 +408,21 @@ class ClipDataset(torch.utils.data.Dataset):
     i // (clips x crops), clip (i // crops) % clips, crop i % crops. ``split``: ``split_videos``.
     ``sampler``: a method's own ``(dataset, video, rng) -> sample``.
     Items are indexed by ``i`` or ``(i, epoch)``.
+
+    ``on_bad_clip``: what a sample whose stored bytes are damaged (``DamagedData``) does: "fail" raises it;
+    "skip" replaces the sample by another item drawn from (seed, epoch, index, attempt), so a resumed run
+    replaces it the same way, and adds ``bad_clips`` (how many were replaced) and ``bad_clip_errors`` (one
+    "key<TAB>message" line each) to every sample, for the loop to count and report.
     """
 
     def __init__(self, store_path, modalities: Sequence[str] = ("rgb",), clip_len: int = 16, stride: int = 2,
                  size: int = 112, split: str | None = None, *, views: int = 2, train: bool = True,
                  clips_per_video: int = 1, crops: int = 1, keys: Sequence[str] | None = None, seed: int = 0,
                  spec: ClipSpec | None = None, sampler: Sampler | None = None,
-                 storage_options: Mapping[str, str] | None = None):
+                 storage_options: Mapping[str, str] | None = None, on_bad_clip: str = "fail"):
+        if on_bad_clip not in BAD_CLIP_POLICIES:
+            raise DataError(f"on_bad_clip must be one of {', '.join(BAD_CLIP_POLICIES)}, got {on_bad_clip!r}")
+        self.on_bad_clip = on_bad_clip
         self.store_path = os.fspath(store_path)  # a folder or an object-store URL
         self.storage_options = dict(storage_options or {})
         self.modalities = tuple(modalities)
@@ -415,7 +463,8 @@ class ClipDataset(torch.utils.data.Dataset):
         if video in self._open:
             self._open.move_to_end(video)
         else:
-            self._open[video] = VideoArrays(self._videos_group[self.videos[video].key])
+            key = self.videos[video].key
+            self._open[video] = VideoArrays(self._videos_group[key], self.store_path, key)
             if len(self._open) > OPEN_VIDEOS:
                 self._open.popitem(last=False)
         return self._open[video]
@@ -442,6 +491,23 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item) -> dict:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
+        if self.on_bad_clip == "fail":
+            return self.sample(int(index), epoch)
+        damaged: list[DamagedData] = []
+        candidate = int(index)
+        for attempt in range(1, REPLACEMENTS + 1):
+            try:
+                sample = self.sample(candidate, epoch)
+            except DamagedData as e:
+                damaged.append(e)
+                candidate = int(np.random.default_rng([self.seed, epoch, int(index), attempt]).integers(len(self)))
+                continue
+            return {**sample, "bad_clips": len(damaged),
+                    "bad_clip_errors": "\n".join(f"{e.video}\t{e}" for e in damaged)}
+        raise damaged[-1]
+
+    def sample(self, index: int, epoch: int = 0) -> dict:
+        """Item ``index`` of ``epoch``, whatever ``on_bad_clip`` says."""
         video, view = divmod(int(index), self.clips_per_video * self.crops)
         clip, crop = divmod(view, self.crops)
         if self.train:
