@@ -453,9 +453,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
                         save_checkpoint(ckpt_path, _state(config, method, optimizer, scheduler, step + 1, world,
                                                           replaced))
                 if replaced > most_replaced:
+                    samples = config.steps * config.batch_size * world
                     raise TrainingFailed(
                         f"step {step + 1}: {replaced} damaged clips replaced, more than max_bad_clips "
-                        f"{config.max_bad_clips:g} of the run's {config.steps * config.batch_size * world} samples; "
+                        f"({config.max_bad_clips:.2%}) of the run's {samples} samples; "
                         f"run `mvtools verify {config.store} --repair`, then extract again; {_kept(ckpt_path)}")
                 doing = step + 1
                 if stopping and step + 1 < stop:
