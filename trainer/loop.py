@@ -315,6 +315,11 @@ def resumes(out: str | os.PathLike, resume: bool) -> bool:
     raise TrainError(f"{path} exists; pass --resume to continue it, or choose another --out")
 
 
+#: how gloo and NCCL word a collective that a rank never joined ("Timed out waiting 5000ms for send operation",
+#: "Application timeout caused pair closure", "Connection closed by peer", ...)
+_LOST_RANK = re.compile(r"timed out|timeout|connection (closed|reset|refused)|closed by peer|gloo|nccl", re.I)
+
+
 def failure(error: BaseException, store: str, timeout: float) -> str:
     """One line for an error that ended a run: ours as they are (a DataLoader worker's unwrapped from the traceback
     text torch re-raises it with), a store's as ``mvtools.storage.describe`` says, a lost rank as such."""
@@ -329,7 +334,7 @@ def failure(error: BaseException, store: str, timeout: float) -> str:
         return message
     if isinstance(error, (ObstoreError, OSError)) or "obstore.exceptions." in text:
         return f"{store}: {describe(error)}"
-    if isinstance(error, (dist.DistError, TimeoutError)) or "gloo" in text.lower():
+    if isinstance(error, (dist.DistError, TimeoutError)) or isinstance(error, RuntimeError) and _LOST_RANK.search(text):
         return (f"lost contact with another rank: no answer within --dist-timeout {timeout:g} s (it froze, died or "
                 f"ran out of memory; {name}: {message[:200]})")
     return f"{name}: {message[:300]}"
