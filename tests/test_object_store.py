@@ -179,14 +179,24 @@ def test_a_network_drop_mid_run_loses_nothing_and_a_rerun_completes(small, tmp_p
         server.kill()
 
 
-def test_train_and_eval_read_a_store_in_s3(s3, tmp_path):
-    """The trainer streams clips from s3:// (DataLoader workers started by forkserver) and evaluates from it."""
-    src = tmp_path / "videos"
+RECIPE = Path(__file__).resolve().parents[1] / "pipelines" / "train" / "rgb_tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def s3_training_store(s3, tmp_path_factory) -> str:
+    src = tmp_path_factory.mktemp("train_videos")
     make_dataset(src, videos=8, seed=2, num_frames=24, width=96, height=64, classes=["left", "right"])
     url = "s3://mvtools-test/train.zarr"
+    cli("extract", src, "-o", url, "--storage-option", f"endpoint={s3.endpoint}", "--workers", "0", "--quiet",
+        env=s3.env(), check_rc=0)
+    return url
+
+
+def test_train_and_eval_read_a_store_in_s3(s3, s3_training_store, tmp_path):
+    """The trainer streams clips from s3:// (DataLoader workers started by forkserver) and evaluates from it."""
+    url = s3_training_store
     endpoint = ["--storage-option", f"endpoint={s3.endpoint}"]
-    cli("extract", src, "-o", url, *endpoint, "--workers", "0", "--quiet", env=s3.env(), check_rc=0)
-    recipe = Path(__file__).resolve().parents[1] / "pipelines" / "train" / "rgb_tiny.yaml"
+    recipe = RECIPE
     cli("train", "--config", recipe, "--store", url, *endpoint, "--out", tmp_path / "run", "--steps", 5,
         "--batch-size", 4, "--workers", 2, "--quiet", env=s3.env(), check_rc=0)
     assert (tmp_path / "run" / "checkpoint.pt").exists()
@@ -194,3 +204,35 @@ def test_train_and_eval_read_a_store_in_s3(s3, tmp_path):
               env=s3.env(), check_rc=0)
     result = json.loads(out.stdout)
     assert result["train_videos"] + result["test_videos"] == 8 and result["classes"] == 2
+
+
+def test_a_server_restart_under_a_training_run_is_ridden_out(s3, s3_training_store, tmp_path):
+    """The server crashes (SIGKILL) after step 2 and starts again: the DataLoader workers' reads wait (retries with
+    backoff, the default retry_timeout) and the run finishes (with obstore's former 3 retries it failed at once)."""
+    import csv
+
+    def rows(run):
+        if not (run / "metrics.csv").exists():
+            return []
+        with open(run / "metrics.csv") as f:
+            return list(csv.DictReader(f))
+
+    url, run = s3_training_store, tmp_path / "run"
+    proc = subprocess.Popen([MVTOOLS, "train", "--config", str(RECIPE), "--store", url, "--storage-option",
+                             f"endpoint={s3.endpoint}", "--out", str(run), "--steps", "12", "--batch-size", "4",
+                             "--workers", "2", "--quiet"], env=s3.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while proc.poll() is None and len(rows(run)) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        s3.kill(crash=True)
+        down, during = time.time(), len(rows(run))
+        time.sleep(2)
+    finally:
+        s3.start()
+    outage = time.time() - down
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and err == "", err[-3000:]
+    assert during < 12 and len(rows(run)) == 12 and outage > 2
