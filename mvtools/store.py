@@ -229,9 +229,9 @@ def sizes_by_array(prefix: str, sizes: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
-async def stored_sizes(store, prefix: str) -> dict[str, int]:
-    """``sizes_by_array`` of what is stored under ``prefix``: one listing (obstore's carries the sizes; other
-    stores add one size query per object)."""
+async def object_sizes(store, prefix: str) -> dict[str, int]:
+    """{object key: bytes} of everything stored under ``prefix`` (a folder): one listing (obstore's carries the
+    sizes; other stores add one size query per object)."""
     prefix = prefix.rstrip("/") + "/"
     if isinstance(store, SizeRecordingStore):
         store = store._store
@@ -243,7 +243,12 @@ async def stored_sizes(store, prefix: str) -> dict[str, int]:
     else:
         keys = [k async for k in store.list_prefix(prefix)]
         sizes = await asyncio.gather(*(store.getsize(k) for k in keys))
-    return sizes_by_array(prefix, dict(zip(keys, sizes)))
+    return dict(zip(keys, sizes))
+
+
+async def stored_sizes(store, prefix: str) -> dict[str, int]:
+    """``sizes_by_array`` of what is stored under ``prefix`` (``object_sizes``)."""
+    return sizes_by_array(prefix, await object_sizes(store, prefix))
 
 
 class VideoWriter:
