@@ -103,8 +103,9 @@ def add_parsers(sub) -> None:
                     "--protocol multiview (default for a fine-tuned run, mvtools finetune): its multi-view test.\n"
                     "Splits come from the store (--recipe at extraction); a store without them is split per\n"
                     "class, the last quarter of each class's keys being the test set.",
-        epilog="exit codes:\n  0  evaluated\n  2  usage error (no checkpoint, unlabelled store, empty split, protocol "
-               "that does not fit the checkpoint)")
+        epilog="exit codes:\n  0  evaluated\n  1  evaluation failed while reading the store (damaged data: always an "
+               "error here; a store that stays unreachable): one line says which\n  2  usage error (no checkpoint, "
+               "unlabelled store, empty split, protocol that does not fit the checkpoint)")
     ev.add_argument("--checkpoint", required=True, help="RUN_DIR/checkpoint.pt")
     ev.add_argument("--store", required=True, help="a labelled mvtools store: a folder or a URL")
     ev.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
@@ -272,21 +273,25 @@ def run_eval(args) -> int:
     finetuned = load_checkpoint(args.checkpoint)["config"]["method"] == "supervised"
     protocol = args.protocol or ("multiview" if finetuned else "lbfgs")
     clip = {"clip_len": args.clip_len, "stride": args.stride, "size": args.size}
-    if protocol == "lbfgs":
-        if finetuned:
-            from .loop import TrainError
+    try:
+        if protocol == "lbfgs":
+            if finetuned:
+                from .loop import TrainError
 
-            raise TrainError(f"{args.checkpoint} is a fine-tuned classifier: use --protocol multiview")
-        result = evaluate(args.checkpoint, args.store, clips=args.clips or 4, batch_size=args.batch_size,
-                          workers=args.workers, storage_options=options, **clip)
-    elif protocol == "multiview":
-        result = evaluate_classifier(args.checkpoint, args.store, clips=args.clips or 10, crops=args.crops,
-                                 batch_size=args.batch_size, workers=args.workers, storage_options=options, **clip)
-        result["protocol"] = "multiview"
-    else:
-        overrides = {"steps": args.steps, "lr": args.lr, "workers": args.workers, **clip}
-        result = linear_sgd(args.checkpoint, args.store, args.out, overrides=overrides, storage_options=options,
-                            test_views={"clips": args.clips, "crops": args.crops})
+                raise TrainError(f"{args.checkpoint} is a fine-tuned classifier: use --protocol multiview")
+            result = evaluate(args.checkpoint, args.store, clips=args.clips or 4, batch_size=args.batch_size,
+                              workers=args.workers, storage_options=options, **clip)
+        elif protocol == "multiview":
+            result = evaluate_classifier(args.checkpoint, args.store, clips=args.clips or 10, crops=args.crops,
+                                         batch_size=args.batch_size, workers=args.workers, storage_options=options,
+                                         **clip)
+            result["protocol"] = "multiview"
+        else:
+            overrides = {"steps": args.steps, "lr": args.lr, "workers": args.workers, **clip}
+            result = linear_sgd(args.checkpoint, args.store, args.out, overrides=overrides, storage_options=options,
+                                test_views={"clips": args.clips, "crops": args.crops})
+    except Exception as e:  # usage errors (the store, the checkpoint) are exit 2; failures while reading, 1
+        return evaluation_failed(e, args)
     if protocol != "lbfgs" and args.plot:
         from .multiview import plot_confusion
 
@@ -305,6 +310,23 @@ def run_eval(args) -> int:
     else:
         print_classification(result)
     return 0
+
+
+def evaluation_failed(error: Exception, args) -> int:
+    """Exit 1 with one line for what ended an evaluation while it read the store (damaged data, a store that stays
+    unreachable, a DataLoader worker's error); usage errors (``MvtoolsError`` other than damage) go on to exit 2."""
+    from mvtools.errors import DamagedData, MvtoolsError
+
+    from .loop import Interrupted, TrainingFailed, failure
+
+    if isinstance(error, (TrainingFailed, Interrupted)):
+        return stopped("eval", args, args.out, error)
+    if isinstance(error, MvtoolsError) and not isinstance(error, DamagedData):
+        raise error
+    if getattr(args, "debug", False):
+        traceback.print_exception(error)
+    print(f"mvtools eval: error: {failure(error, args.store, 0)}", file=sys.stderr)
+    return 1
 
 
 def print_classification(result: dict) -> None:
