@@ -122,3 +122,30 @@ def test_sigterm_to_the_process_group_finishes_the_step_and_the_printed_command_
     assert rows(run) == rows(tmp_path / "straight") and straight["steps"] == 16
     resumed, reference = (load_checkpoint(r / "checkpoint.pt")["model"] for r in (run, tmp_path / "straight"))
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+def test_finetune_stops_the_same_way(synth_store, tmp_path, capsys):
+    """SIGTERM to the process while it fine-tunes: exit 75, the checkpoint at the last step, the resume line."""
+    import threading
+
+    from mvtools.cli import main
+
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("clip_len: 4\nsize: 32\nbatch_size: 2\nworkers: 0\ncheckpoint_every: 1000\n")
+    out = tmp_path / "ft"
+
+    def signal_after_two_steps():
+        deadline = time.time() + 120
+        while time.time() < deadline and not ((out / "metrics.csv").exists() and len(rows(out)) >= 2):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_after_two_steps, daemon=True).start()
+    args = ["finetune", "--from-scratch", "--store", str(synth_store), "--out", str(out), "--config", str(recipe),
+            "--steps", "500", "--quiet"]
+    assert main(args) == EXIT_INTERRUPTED
+    step = load_checkpoint(out / "checkpoint.pt")["step"]
+    err = capsys.readouterr().err
+    assert 2 <= step < 500 and len(rows(out)) == step and not (out / "test.json").exists()
+    assert err == (f"mvtools finetune: stopped by SIGTERM after step {step}: checkpoint {out / 'checkpoint.pt'} "
+                   f"(step {step}); resume with: mvtools {shlex.join(args)} --resume\n")
