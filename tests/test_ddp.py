@@ -148,7 +148,10 @@ def _until_rows(proc, run: Path, n: int) -> None:
     deadline = time.time() + 180
     while proc.poll() is None and len(_rows(run)) < n and time.time() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be disturbed"
+    if proc.poll() is not None or len(_rows(run)) < n:
+        proc.terminate()  # torchrun ends its workers
+        proc.communicate(timeout=120)
+        raise AssertionError("the run ended before it could be disturbed, or never got there")
 
 
 @pytest.fixture(scope="module")

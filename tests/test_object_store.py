@@ -236,3 +236,31 @@ def test_a_server_restart_under_a_training_run_is_ridden_out(s3, s3_training_sto
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0 and err == "", err[-3000:]
     assert during < 12 and len(rows(run)) == 12 and outage > 2
+
+
+def test_a_store_that_stays_unreachable_ends_the_run_with_one_line_and_keeps_the_checkpoint(s3, s3_training_store,
+                                                                                           tmp_path):
+    """The server stalls (SIGSTOP) after step 2 and stays so past a short retry_timeout: the DataLoader workers'
+    reads fail, and the run ends with the URL and the cause in one line, exit 1, its last checkpoint kept."""
+    from trainer.loop import load_checkpoint
+
+    url, run = s3_training_store, tmp_path / "run"
+    proc = subprocess.Popen([MVTOOLS, "train", "--config", str(RECIPE), "--store", url, "--storage-option",
+                             f"endpoint={s3.endpoint}", "--storage-option", "timeout=1s", "--storage-option",
+                             "retry_timeout=3", "--out", str(run), "--steps", "200", "--batch-size", "4",
+                             "--workers", "2", "--checkpoint-every", "1", "--quiet"], env=s3.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while proc.poll() is None and time.time() < deadline and not (
+                (run / "metrics.csv").exists() and (run / "metrics.csv").read_text().count("\n") > 2):
+            time.sleep(0.05)
+        os.killpg(s3.process.pid, signal.SIGSTOP)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        os.killpg(s3.process.pid, signal.SIGCONT)
+        proc.kill()
+    assert proc.returncode == 1 and err.count("\n") == 1, err[-3000:]
+    step = load_checkpoint(run / "checkpoint.pt")["step"]
+    assert err.startswith(f"mvtools train: error: step {step + 1}: {url}: stalled: ") and \
+        err.endswith(f"the checkpoint of step {step} is kept\n"), err

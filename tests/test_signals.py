@@ -26,6 +26,7 @@ def rows(run) -> list[dict]:
 
 
 def test_the_first_signal_is_a_request_and_a_second_ctrl_c_stops_at_once():
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
     with StopRequests() as requests:
         os.kill(os.getpid(), signal.SIGUSR1)
         assert requests.requested and requests.name == "SIGUSR1"
@@ -33,7 +34,7 @@ def test_the_first_signal_is_a_request_and_a_second_ctrl_c_stops_at_once():
         assert requests.name == "SIGUSR1"
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert {sig: signal.getsignal(sig) for sig in before} == before  # handlers restored
 
 
 def test_dataloader_workers_ignore_the_signals_the_loop_handles():
@@ -107,7 +108,11 @@ def test_sigterm_to_the_process_group_finishes_the_step_and_the_printed_command_
             (run / "metrics.csv").exists() and len(rows(run)) >= 3):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
     step = load_checkpoint(run / "checkpoint.pt")["step"]
     assert 3 <= step < 16 and len(rows(run)) == step  # the step in progress, finished and checkpointed

@@ -410,9 +410,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     tick = time.perf_counter()
     doing = start  # the step in progress (0-based)
     requests = StopRequests()
+    batches_in = iter(loader)
     try:
         with requests:
-            for step, batch in enumerate(loader, start):
+            for step, batch in enumerate(batches_in, start):
                 got = time.perf_counter()
                 doing = step
                 bad = _take_bad_clips(batch, reported if main else None, step + 1)
@@ -474,6 +475,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
         why = failure(e, config.store, config.dist_timeout)
         raise TrainingFailed(f"step {doing + 1}: {why}; {_kept(ckpt_path)}") from e
     finally:
+        stop_workers(batches_in)
         bar.close()
         if main:
             log.close()
@@ -483,6 +485,24 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
             "steps_per_s": (stop - start - 1) / (wait + busy) if wait + busy > 0 else float("nan"),
             "world_size": world, "rank": rank, "bn": method.bn, "bad_clips": replaced,
             "device": str(device)}
+
+
+def stop_workers(batches, grace: float = 2.0) -> None:
+    """End a DataLoader iterator's workers now, whatever ended the loop. Waiting for garbage collection is not
+    enough: an error's traceback keeps the iterator alive, and the workers ignore SIGTERM (``ignore_stop_signals``),
+    so torch's ``terminate()`` at exit would not end one that is still inside a retried read. They only read,
+    so a worker still alive after ``grace`` seconds is killed."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator (private, long stable)
+    if shutdown is None:
+        return
+    workers = list(getattr(batches, "_workers", []))
+    shutdown()
+    deadline = time.monotonic() + grace
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            worker.kill()
+            worker.join(5)
 
 
 def _take_bad_clips(batch: dict, reported: set[str] | None, step: int) -> int:
