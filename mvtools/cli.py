@@ -391,7 +391,7 @@ def _verify(args) -> int:
     report = verify(args.store, workers=args.workers, address=args.address, storage_options=storage_options(args),
                     repair=args.repair, progress=not args.quiet and not args.json)
     if args.json:
-        print(json.dumps(report.as_json(), indent=2))
+        print(json.dumps(report.as_json(), indent=2, allow_nan=False))  # strict JSON (RFC 8259)
     else:
         for key, problems in report.damaged.items():
             for problem in problems:
