@@ -21,6 +21,12 @@ EXIT_CODES = """exit codes:
   3  some videos failed (each is reported with its reason; the others are written)"""
 
 
+VERIFY_EXIT_CODES = """exit codes:
+  0  every complete video is intact
+  2  usage error (not a store, unreachable, bad arguments)
+  3  damaged videos (each listed with the array, frames and reason); with --repair they are marked incomplete"""
+
+
 def _modalities(text: str) -> tuple[str, ...]:
     from .config import MODALITIES
 
@@ -76,6 +82,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         description="Compressed-domain motion (motion vectors, residuals, keyframes) from videos into zarr, "
                     "and self-supervised pretraining on it.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback as well as the one-line reason")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ex = sub.add_parser(
@@ -166,6 +174,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     info.add_argument("--rebuild-index", action="store_true",
                       help="rebuild the store's video index from its video groups (one read per video) and "
                            "write it; needed only after an interrupted run, which the next extract also mends")
+
+    ver = sub.add_parser(
+        "verify", help="read every chunk of every complete video and check it against what was committed",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check every complete video of STORE: its arrays and their shapes, that every shard object\n"
+                    "exists, that each array takes the bytes recorded at commit, and that every chunk decodes\n"
+                    "(with its CRC-32C, in stores written since chunks carry one). Runs on Ray like extract\n"
+                    "(--workers, --address; --workers 0 in this process). Prints the damaged videos;\n"
+                    "--repair marks them incomplete, so that rerunning the extract command redoes them.",
+        epilog=VERIFY_EXIT_CODES)
+    ver.add_argument("store", metavar="STORE", help="a store folder or URL")
+    add_storage_option(ver)
+    ver.add_argument("--repair", action="store_true",
+                     help="mark the damaged videos incomplete (the next extract of the same sources redoes them)")
+    ver.add_argument("--json", action="store_true", help="print one JSON object")
+    ver.add_argument("--workers", type=int, help="CPUs for the local Ray (default: all cores); 0: no Ray")
+    ver.add_argument("--address", help="a Ray cluster to run on, as for extract (the store must be reachable there)")
+    ver.add_argument("--quiet", action="store_true", help="no progress bar")
 
     show = sub.add_parser(
         "show", help="draw what a store (or a video) holds: frames with MV arrows, fields, residuals",
@@ -426,6 +452,27 @@ def _print_failures(failed: dict, shown: int, store: str = "") -> None:
         print(f"  failed: {rel}: {reason}")
     if len(failed) > shown:
         print(f"  ... and {len(failed) - shown} more (mvtools info {store} --failures lists them all)")
+def _verify(args) -> int:
+    from .verify import verify
+
+    if args.workers is not None and args.workers < 0:
+        print("mvtools verify: error: --workers must be >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    report = verify(args.store, workers=args.workers, address=args.address, storage_options=storage_options(args),
+                    repair=args.repair, progress=not args.quiet and not args.json)
+    if args.json:
+        print(dumps(report.as_json(), indent=2))
+    else:
+        for key, problems in report.damaged.items():
+            for problem in problems:
+                print(f"damaged: {key}: {problem}")
+        print(f"{report.videos} complete videos checked in {report.seconds:.1f} s: "
+              f"{len(report.damaged)} damaged, {report.videos - len(report.damaged)} intact")
+        if report.repaired:
+            print(f"marked {len(report.repaired)} incomplete: rerun the extract command to redo them")
+        elif report.damaged:
+            print(f"mvtools verify {args.store} --repair marks them for re-extraction")
+    return EXIT_SOME_FAILED if report.damaged else EXIT_OK
 
 
 def _show(args) -> int:
@@ -523,14 +570,16 @@ def _examples(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser, plugins = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: for the commands that print a rerun line
     handler = {"extract": _extract, "info": _info, "show": _show, "migrate": _migrate, "synth": _synth,
-               "recipes": _recipes, "examples": _examples, **plugins}[args.command]
+               "recipes": _recipes, "examples": _examples, "verify": _verify, **plugins}[args.command]
     try:
         return handler(args)
-    except MvtoolsError as e:
-        print(f"mvtools {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except FileNotFoundError as e:
+    except (MvtoolsError, FileNotFoundError) as e:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"mvtools {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

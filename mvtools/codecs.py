@@ -182,8 +182,10 @@ def encode_image(image: np.ndarray, quality: int) -> bytes:
 
 
 def decode_image(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """JPEG bytes -> (h, w, 3) RGB or (h, w) uint8 of ``shape``."""
-    if len(shape) == 2:
-        return cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-    image = cv2.imdecode(data, RGB_DECODE or cv2.IMREAD_COLOR)
-    return image if RGB_DECODE else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """JPEG bytes -> (h, w, 3) RGB or (h, w) uint8 of ``shape``; ``ValueError`` for bytes that are not such an
+    image."""
+    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE if len(shape) == 2 else RGB_DECODE or cv2.IMREAD_COLOR)
+    if image is None or image.shape[:2] != tuple(shape[:2]):
+        got = "no JPEG image" if image is None else f"a {image.shape[1]}x{image.shape[0]} image"
+        raise ValueError(f"a chunk holds {got}, not the {shape[1]}x{shape[0]} image its array expects")
+    return image if RGB_DECODE or len(shape) == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -62,6 +62,7 @@ class Outcome:
     error: str | None = None
     row: dict | None = None
     removed: bool = False
+    store_error: bool = False  # the error is the store's (unreachable after its retries), not the video's
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Report:
     startup_seconds: float = 0.0  # Ray start-up, when the run started Ray
     rows: RowBuffer = field(default_factory=RowBuffer)  # index rows of videos this run wrote or refreshed
     removed: list[str] = field(default_factory=list)  # keys whose copy this run removed
+    not_started: int = 0  # jobs left undone because the store stopped answering
 
     def add(self, outcome: Outcome) -> None:
         if outcome.row is not None:
@@ -360,7 +362,7 @@ def run_jobs(jobs: list[Job], store_path: str, config: ExtractConfig, transcode:
         with storage_errors(store_path):
             store = open_store(store_path, mode="r+", storage_options=storage_options)
     except StoreError as e:
-        return [Outcome(j.rel, j.key, error=f"store {e.path}: {e.reason}") for j in jobs]
+        return [Outcome(j.rel, j.key, error=f"store {e.path}: {e.reason}", store_error=True) for j in jobs]
     return [run_job(job, store_path, config, transcode, flow, storage_options, store=store) for job in jobs]
 
 
@@ -397,7 +399,7 @@ def run_job(job: Job, store_path: str, config: ExtractConfig, transcode: str = "
         return Outcome(job.rel, job.key, error=reason, removed=store is not None and job.key in store.touched)
     except StoreError as e:  # the store went away (network, credentials): this video is not written
         return Outcome(job.rel, job.key, error=f"store {e.path}: {e.reason}",
-                       removed=store is not None and job.key in store.touched)
+                       removed=store is not None and job.key in store.touched, store_error=True)
 
 
 def extract(
@@ -411,7 +413,8 @@ def extract(
 
     Videos already complete with an unchanged source are skipped (``plan``; ``verify`` re-hashes them all);
     failures are recorded in the store's ``failures`` attribute and in the returned report, and the job
-    goes on.
+    goes on. A store that stays unreachable through a video's retries ends the run (``stop_if_unreachable``):
+    every further video would wait as long, for nothing.
     """
     config = config or ExtractConfig()
     if config.flow == "raft":
@@ -423,13 +426,26 @@ def extract(
     start = time.perf_counter()
     with Progress(len(work.jobs) + len(work.unchanged), progress) as bar:
         bar.skip(len(work.unchanged))
-        for job in work.jobs:
+        for done, job in enumerate(work.jobs, 1):
             outcome = run_job(job, store.path, config, transcode, flow, store.storage_options)
             report.add(outcome)
             bar.done(outcome)
+            if outcome.store_error:
+                report.not_started = len(work.jobs) - done
+                break
     report.seconds = time.perf_counter() - start
     finish(store, report, work)
+    stop_if_unreachable(store, report)
     return report
+
+
+def stop_if_unreachable(store: Store, report: Report) -> None:
+    """A ``StoreError`` when the run stopped because the store could not be reached (after ``finish`` wrote what
+    it could): the videos done stay committed, the rest were not started; the same command completes them."""
+    if report.not_started:
+        reason = next(r for r in reversed(report.failed.values()) if r.startswith("store ")).split(": ", 1)[-1]
+        raise StoreError(store.path, f"{reason}; {report.not_started} videos not started: rerun the same command "
+                                     f"once the store answers again")
 
 
 def open_run(src_dir, store_path, config: ExtractConfig, storage_options=None, **selection) -> tuple[Store, Plan]:

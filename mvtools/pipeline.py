@@ -16,7 +16,17 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 
 from .errors import MvtoolsError
-from .extract import ExtractConfig, Outcome, Progress, Report, begin_run, finish, open_run, run_jobs
+from .extract import (
+    ExtractConfig,
+    Outcome,
+    Progress,
+    Report,
+    begin_run,
+    finish,
+    open_run,
+    run_jobs,
+    stop_if_unreachable,
+)
 from .flow import RaftFlow, check_raft_available
 from .store import storage_errors
 
@@ -153,14 +163,19 @@ def extract_parallel(
 
         with Progress(len(work.jobs) + len(work.unchanged), progress) as bar:
             bar.skip(len(work.unchanged))
+            handled, unreachable = 0, False
             for outcome in outcomes(submit, work.jobs, window, max_retries, failed):
+                handled += 1
+                unreachable |= outcome.store_error  # the tasks in flight end on their own; no more start
                 report.add(outcome)
                 bar.done(outcome)
+            report.not_started = len(work.jobs) - handled if unreachable else 0
         report.seconds = time.perf_counter() - t1
     finally:
         if started:
             ray.shutdown()
     finish(store, report, work)
+    stop_if_unreachable(store, report)
     return report
 
 
@@ -188,12 +203,15 @@ def batches(jobs: Iterable, videos: int = TASK_VIDEOS, size: int = TASK_BYTES):
 def outcomes(submit, jobs: Iterable, window: int, max_retries: int, failed) -> Iterator[Outcome]:
     """Every job's ``Outcome``, running ``batches`` of them as tasks (``submit(i, batch)``) with at most
     ``window`` in flight. A batch whose task fails after its retries is run again one job per task, so that a
-    video that kills its worker fails alone; such a job's outcome is a failure, after ``failed(job)``."""
+    video that kills its worker fails alone; such a job's outcome is a failure, after ``failed(job)``. Once an
+    outcome says the store is unreachable, no further batch is started (their jobs get no outcome)."""
     import ray
 
     pending = collections.deque(batches(jobs))
     for batch, result in as_completed(submit, pending, window):
         if not isinstance(result, ray.exceptions.RayError):
+            if any(outcome.store_error for outcome in result):  # unreachable after its retries: start no more
+                pending.clear()
             yield from result
         elif len(batch) > 1:
             pending.extend([job] for job in batch)

@@ -14,6 +14,12 @@ variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN
 or the gcloud application-default file; for Azure the ``AZURE_*`` variables. ``storage_options`` (the
 CLI's ``--storage-option KEY=VALUE``) override them: obstore's config keys (``endpoint``, ``region``,
 ``access_key_id``, ...) and client options (``allow_http``, ``timeout``, ``connect_timeout``, ...).
+
+Requests to an object store are retried with exponential backoff (obstore's retry policy: connection errors,
+timeouts and 5xx answers, reads and writes alike) for up to ``retry_timeout`` seconds (default 180; at most
+``max_retries`` tries, default 100, and waits of at most ``max_backoff`` seconds, default 15), so a run rides
+out a server restart or a stall of a minute or two. The first contact of a command (``first_contact=True``:
+does the store exist?) retries briefly instead, so a wrong URL fails in seconds, before anything is written.
 """
 
 from __future__ import annotations
@@ -34,6 +40,14 @@ CLIENT_OPTIONS = {
     "allow_http", "allow_invalid_certificates", "connect_timeout", "default_content_type", "http1_only",
     "http2_only", "pool_idle_timeout", "pool_max_idle_per_host", "proxy_url", "timeout", "user_agent",
 }
+#: mvtools' own storage options: how long requests are retried (seconds; tries; the longest wait between two).
+#: obstore draws each wait at random between 0.1 s and ``base`` x the previous one (capped at max_backoff): with
+#: base 2 the waits hardly grow (25 retries against a refused connection took 15 s here), with base 3 they grow
+#: ~1.5x per retry on average, so ``retry_timeout``, not the count, bounds how long a request is retried.
+RETRY_DEFAULTS = {"retry_timeout": 180.0, "max_retries": 100, "max_backoff": 15.0}
+BACKOFF_BASE = 3
+#: the first request of a command: an endpoint that is down or wrong fails within seconds.
+FIRST_CONTACT_RETRY = {"retry_timeout": 5.0, "max_retries": 2, "max_backoff": 1.0}
 
 
 def scheme(location: str | os.PathLike) -> str | None:
@@ -93,9 +107,10 @@ class SizeRecordingStore(WrapperStore):
 
 
 def zarr_store(location: str | os.PathLike, *, read_only: bool = True,
-               storage_options: Mapping[str, str] | None = None) -> zarr.abc.store.Store:
+               storage_options: Mapping[str, str] | None = None, first_contact: bool = False) -> zarr.abc.store.Store:
     """A zarr store at ``location`` (a local folder, created when writing, or a URL). Writable stores
-    record the sizes of what they write (``SizeRecordingStore``)."""
+    record the sizes of what they write (``SizeRecordingStore``). ``first_contact``: requests retried briefly
+    (``FIRST_CONTACT_RETRY``), for the check that opens a command."""
     kind = scheme(location)
     if kind is None:
         path = local_path(location)
@@ -106,10 +121,11 @@ def zarr_store(location: str | os.PathLike, *, read_only: bool = True,
         os.makedirs(path, exist_ok=True)
         store = ObjectStore(LocalStore(path, automatic_cleanup=True), read_only=False)  # no empty folders left
     elif kind in _OBSTORE_SCHEMES:
-        store = ObjectStore(_object_store(os.fspath(location), dict(storage_options or {})), read_only=read_only)
+        store = ObjectStore(_object_store(os.fspath(location), dict(storage_options or {}), first_contact),
+                            read_only=read_only)
     else:
-        store = zarr.storage.FsspecStore.from_url(os.fspath(location), storage_options=dict(storage_options or {}),
-                                                  read_only=read_only)
+        options = {k: v for k, v in (storage_options or {}).items() if k not in RETRY_DEFAULTS}
+        store = zarr.storage.FsspecStore.from_url(os.fspath(location), storage_options=options, read_only=read_only)
     return store if read_only else SizeRecordingStore(store)
 
 
@@ -118,17 +134,44 @@ def open_root(location: str | os.PathLike, storage_options: Mapping[str, str] | 
     return zarr.open_group(zarr_store(location, storage_options=storage_options), mode="r", zarr_format=3)
 
 
-def _object_store(url: str, options: dict[str, str]):
+def retry_config(options: Mapping[str, str], first_contact: bool = False) -> dict:
+    """obstore's ``retry_config`` from the retry storage options (``RETRY_DEFAULTS``); a ``StoreError``-free
+    ``ValueError`` for a value that is not a number."""
+    given = {k: options[k] for k in RETRY_DEFAULTS if k in options}
+    values = {**RETRY_DEFAULTS, **{k: _number(k, v) for k, v in given.items()}}
+    if first_contact:  # never longer than the user's own retry setting
+        values = {k: min(v, values[k]) for k, v in FIRST_CONTACT_RETRY.items()}
+    return {"max_retries": int(values["max_retries"]), "retry_timeout": _seconds(values["retry_timeout"]),
+            "backoff": {"init_backoff": _seconds(0.1), "max_backoff": _seconds(values["max_backoff"]),
+                        "base": BACKOFF_BASE}}
+
+
+def _number(key: str, value) -> float:
+    try:
+        number = float(str(value).strip().removesuffix("s"))
+    except ValueError:
+        raise ValueError(f"--storage-option {key}={value}: expected a number (seconds; tries for max_retries)"
+                         ) from None
+    if number < 0:
+        raise ValueError(f"--storage-option {key}={value}: must not be negative")
+    return number
+
+
+def _object_store(url: str, options: dict[str, str], first_contact: bool = False):
     from obstore.store import from_url
 
+    try:
+        retry = retry_config(options, first_contact)
+    except ValueError as e:
+        raise StoreError(url, str(e)) from None
+    options = {k: v for k, v in options.items() if k not in RETRY_DEFAULTS}
     client = {k: _value(v) for k, v in options.items() if k in CLIENT_OPTIONS}
     config = {k: v for k, v in options.items() if k not in CLIENT_OPTIONS}
     endpoint = config.get("endpoint") or config.get("aws_endpoint") or os.environ.get("AWS_ENDPOINT_URL", "")
     if endpoint.startswith("http://"):
         client.setdefault("allow_http", True)  # an S3-compatible server on a private network, e.g. MinIO
     client.setdefault("connect_timeout", "10s")
-    kwargs = {"config": config or None, "client_options": client,
-              "retry_config": {"max_retries": 3, "retry_timeout": _seconds(60)}}
+    kwargs = {"config": config or None, "client_options": client, "retry_config": retry}
     if scheme(url) in ("s3", "s3a") and not _aws_keys_given(config):
         provider = _boto3_credentials()
         if provider is not None:
@@ -161,26 +204,57 @@ def _value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text) if isinstance(text, str) else text
 
 
-def _seconds(n: int):
+def _seconds(n: float):
     from datetime import timedelta
 
     return timedelta(seconds=n)
 
 
+_RETRIES = re.compile(r" in ([0-9.]+)(ms|µs|s), after (\d+) retries")
+_SERVER_ERROR = re.compile(r"status code: (5\d\d [A-Za-z ]+?)(?::|$)", re.MULTILINE)
+
+
+def _retried(text: str) -> str:
+    """", after N retries over T s" when obstore says it retried (its message carries both), else ""."""
+    match = _RETRIES.search(text)
+    if match is None or match.group(3) == "0":
+        return ""
+    scale = {"s": 1.0, "ms": 1e-3, "µs": 1e-6}[match.group(2)]
+    return f", after {match.group(3)} retries over {float(match.group(1)) * scale:.0f} s"
+
+
 def describe(error: BaseException) -> str:
-    """One line saying why an object-store call failed, for a user to act on."""
+    """One line saying why an object-store call failed, for a user to act on: the store refused the credentials
+    or denied access, the endpoint refused connections or has no address (down, wrong URL), or it stalled (no
+    answer within the request timeout), or it answered with a server error (5xx), with the retries spent when there
+    were any."""
     name = type(error).__name__
     text = str(error)
     if name == "UnauthenticatedError" or any(code in text for code in (
             "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "401 Unauthorized")):
-        return "the credentials were refused (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile)"
+        return ("access denied: the credentials were refused (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or "
+                "the profile)")
     if name == "PermissionDeniedError" or "403" in text:
         return ("access denied (403): wrong credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile), "
                 "or a bucket that does not exist or that these credentials may not use")
     if name == "NotFoundError" or "NoSuchBucket" in text:
         return "not found: no such bucket or container"
-    if "error sending request" in text or "connect" in text.lower() or "dns" in text.lower():
-        return "cannot reach the endpoint (is the URL or --storage-option endpoint=... right, is it up?)"
+    retried = _retried(text)
+    if "kind: Timeout" in text or "operation timed out" in text.lower():
+        return (f"stalled: the endpoint accepted the connection but did not answer within the request timeout"
+                f"{retried} (--storage-option timeout=..., retry_timeout=... wait longer)")
+    if "ConnectionRefused" in text or "connection refused" in text.lower():
+        return (f"connection refused: cannot reach the endpoint{retried} (is the URL or --storage-option "
+                f"endpoint=... right, is it up?)")
+    status = _SERVER_ERROR.search(text)
+    if status is not None:
+        return (f"server error: the endpoint answered {status.group(1)}{retried} (a server restarting or failing: "
+                f"retry_timeout=... waits longer)")
+    if "dns error" in text.lower() or "failed to lookup address" in text.lower():
+        return (f"unknown host: cannot reach the endpoint{retried} (is the URL or --storage-option endpoint=... "
+                f"right?)")
+    if "error sending request" in text or "connect" in text.lower():
+        return f"cannot reach the endpoint{retried} (is the URL or --storage-option endpoint=... right, is it up?)"
     return _first_line(error)
 
 

@@ -161,6 +161,9 @@ def _array_template(spec: ArraySpec, tail: tuple[int, ...], chunk: int, shard: i
     else:
         inner = [{"name": "bytes", "configuration": {"endian": "little"}},
                  {"name": "zstd", "configuration": {"level": 3, "checksum": False}}]
+    # Every chunk ends with its CRC-32C (zarr's core codec; any v3 reader checks it): a damaged chunk fails to read
+    # instead of decoding to wrong pixels, which a partly overwritten JPEG otherwise does with only a warning.
+    inner.append({"name": "crc32c"})
     with warnings.catch_warnings():  # zarr notes that numcodecs codecs are outside the v3 core spec
         warnings.simplefilter("ignore", ZarrUserWarning)
         meta = ArrayV3Metadata.from_dict({
@@ -227,9 +230,9 @@ def sizes_by_array(prefix: str, sizes: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
-async def stored_sizes(store, prefix: str) -> dict[str, int]:
-    """``sizes_by_array`` of what is stored under ``prefix``: one listing (obstore's carries the sizes; other
-    stores add one size query per object)."""
+async def object_sizes(store, prefix: str) -> dict[str, int]:
+    """{object key: bytes} of everything stored under ``prefix`` (a folder): one listing (obstore's carries the
+    sizes; other stores add one size query per object)."""
     prefix = prefix.rstrip("/") + "/"
     if isinstance(store, SizeRecordingStore):
         store = store._store
@@ -241,7 +244,12 @@ async def stored_sizes(store, prefix: str) -> dict[str, int]:
     else:
         keys = [k async for k in store.list_prefix(prefix)]
         sizes = await asyncio.gather(*(store.getsize(k) for k in keys))
-    return sizes_by_array(prefix, dict(zip(keys, sizes)))
+    return dict(zip(keys, sizes))
+
+
+async def stored_sizes(store, prefix: str) -> dict[str, int]:
+    """``sizes_by_array`` of what is stored under ``prefix`` (``object_sizes``)."""
+    return sizes_by_array(prefix, await object_sizes(store, prefix))
 
 
 class VideoWriter:
@@ -581,13 +589,15 @@ def create_store(location: str | os.PathLike, settings: Mapping,
     ``StoreError`` with the reason, before anything is written."""
     location = _location(location)
     with storage_errors(location):
+        probe = zarr_store(location, storage_options=storage_options, first_contact=True)
+        exists = sync(probe.exists("zarr.json"))
         store = zarr_store(location, read_only=False, storage_options=storage_options)
-        if sync(store.exists("zarr.json")):
+        if exists:
             opened = open_store(location, mode="r+", storage_options=storage_options)
             if opened.settings != dict(settings):
                 raise StoreError(location, f"exists with other settings {opened.settings}; use another -o path")
             return opened
-        if not sync(store.is_empty("")):
+        if not sync(probe.is_empty("")):
             raise StoreError(location, "exists and is not an mvtools store; refusing to write into it")
         from . import __version__
 
@@ -604,9 +614,9 @@ def open_store(location: str | os.PathLike, mode: str = "r", storage_options: Ma
     """Open an existing store (a local folder or an object-store URL). ``mode`` "r" (default) or "r+"."""
     location = _location(location)
     with storage_errors(location):
-        store = zarr_store(location, read_only=mode == "r", storage_options=storage_options)
-        if not sync(store.exists("zarr.json")):
+        if not sync(zarr_store(location, storage_options=storage_options, first_contact=True).exists("zarr.json")):
             raise StoreError(location, "no store here (missing zarr.json)")
+        store = zarr_store(location, read_only=mode == "r", storage_options=storage_options)
         try:
             root = zarr.open_group(store, mode="r" if mode == "r" else "r+", zarr_format=3)
         except (ValueError, KeyError, TypeError) as e:  # zarr's errors for unreadable metadata

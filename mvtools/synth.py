@@ -29,6 +29,13 @@ MOTIONS = {
 }
 
 
+#: libx264 settings that give the same bytes for the same frames. One thread is not enough: x264's macroblock-tree
+#: rate control (mbtree, on by default) gives different bytes from run to run with its SIMD code, even on one
+#: thread (measured: 2-4 distinct files in 4 encodes of the same frames; with ``mbtree=0``, or ``asm=0`` at 3.7x
+#: the time, always one). SIMD paths may still differ between CPUs: reproducible per machine, not across them.
+X264_DETERMINISTIC = {"threads": "1", "x264-params": "mbtree=0"}
+
+
 def encode_video(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray],
@@ -44,7 +51,8 @@ def encode_video(
     pts: Iterable[int] | None = None,
     preset: str = "fast",
 ) -> Path:
-    """Encode RGB uint8 frames (H, W, 3) to a video file with PyAV; deterministic (one encoder thread).
+    """Encode RGB uint8 frames (H, W, 3) to a video file with PyAV; byte-reproducible on one machine and FFmpeg
+    build (``X264_DETERMINISTIC``).
 
     refs: reference frames per P-frame for libx264 (its preset's default when None).
     rotation: display rotation written into the container (degrees).
@@ -69,7 +77,7 @@ def encode_video(
                 if pts is not None:
                     stream.codec_context.time_base = Fraction(1, 1000)
                 if codec == "libx264":
-                    stream.options = {"crf": str(crf), "preset": preset, "threads": "1"}
+                    stream.options = {"crf": str(crf), "preset": preset, **X264_DETERMINISTIC}
                     if refs:
                         stream.options = {**stream.options, "refs": str(refs)}
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -116,7 +124,8 @@ def make_dataset(
     out_dir: str | os.PathLike, *, videos: int = 16, seed: int = 0, num_frames: int = 48,
     width: int = 192, height: int = 128, classes: Iterable[str] | None = None,
 ) -> list[Path]:
-    """Write ``videos`` H.264 (B-frame) clips as OUT/<class>/<class>_<i>.mp4, classes taken in turn."""
+    """Write ``videos`` H.264 (B-frame) clips as OUT/<class>/<class>_<i>.mp4, classes taken in turn; the same
+    ``seed`` gives the same bytes (``encode_video``), so reruns of ``extract`` on a regenerated set skip it."""
     names = list(classes or MOTIONS)
     rng = np.random.default_rng(seed)
     paths = []

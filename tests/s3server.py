@@ -90,11 +90,12 @@ class S3Server:
     def create_bucket(self, name: str) -> None:
         self.client().create_bucket(Bucket=name)
 
-    def kill(self) -> None:
-        """Stop the server and every process it started (its process group, led by its own pid)."""
+    def kill(self, crash: bool = False) -> None:
+        """Stop the server and every process it started (its process group, led by its own pid); ``crash``: with
+        SIGKILL at once, as a machine that goes away."""
         if self.process is None:
             return
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 30)):
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 30))[crash:]:
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:

@@ -90,3 +90,30 @@ def moving_textures(videos: int = 16, t: int = 24, size: int = 32, seed: int = 0
         out[f"v{i:02d}"] = {"frames": frames, "mv": mv, "frame_type": types, "keyframes": frames[keys],
                             "keyframe_index": keys, "label": "right" if vx > 0 else "left"}
     return out
+
+
+def shard_path(store: str | os.PathLike, key: str, array: str, shard: int = 0) -> str:
+    """The file of shard ``shard`` (along time) of a video's array in a local store (zarr's default key encoding)."""
+    group = zarr.open_group(os.fspath(store), mode="r")["videos"][key][array]
+    return os.path.join(os.fspath(store), "videos", key, array, "c", str(shard), *["0"] * (group.ndim - 1))
+
+
+def damage(store: str | os.PathLike, key: str, array: str, how: str, shard: int = 0) -> str:
+    """Damage one shard file as storage does: "truncate" (the last third cut off), "overwrite" (64 bytes in the
+    middle flipped, size unchanged: a chunk's payload, not the index at the end) or "delete". Returns its path."""
+    path = shard_path(store, key, array, shard)
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    if how == "delete":
+        os.remove(path)
+    elif how == "truncate":
+        with open(path, "wb") as f:
+            f.write(data[: len(data) * 2 // 3])
+    elif how == "overwrite":
+        middle = len(data) // 2
+        data[middle:middle + 64] = bytes(b ^ 0x5A for b in data[middle:middle + 64])
+        with open(path, "wb") as f:
+            f.write(data)
+    else:
+        raise ValueError(how)
+    return path

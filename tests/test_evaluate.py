@@ -98,3 +98,21 @@ def test_eval_refuses_unlabelled_store(synth_dir, synth_store, tmp_path):
                       method_args={"queue": 8}), progress=False)
     with pytest.raises(DataError, match="no label"):
         evaluate(run / "checkpoint.pt", store, workers=0)
+
+
+def test_eval_on_damaged_data_fails_with_one_line_naming_the_video(synth_store, tmp_path, capsys):
+    """Evaluation never replaces clips: a damaged one ends it (exit 1), named, from inside a DataLoader worker."""
+    import shutil
+
+    from stores import damage
+
+    copy = tmp_path / "damaged.zarr"
+    shutil.copytree(synth_store, copy)
+    key = sorted(p.name for p in (copy / "videos").iterdir())[3]
+    damage(copy, key, "frames", "truncate")
+    run = tmp_path / "run"
+    train(TrainConfig(store=str(synth_store), out=str(run), steps=1, batch_size=2, clip_len=4, size=32, workers=0,
+                      method_args={"queue": 0}), progress=False)
+    assert main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "--store", str(copy), "--workers", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"mvtools eval: error: {copy}: video {key!r}, array 'frames'"), err

@@ -35,7 +35,7 @@ def test_resumed_run_continues_with_the_same_losses(synth_store, tmp_path):
     resumed = train(config(synth_store, tmp_path / "b"), progress=False, resume=True)
     assert resumed["resumed_from"] == 3 and straight["last"] == resumed["last"]
     a, b = rows(tmp_path / "a"), rows(tmp_path / "b")
-    assert list(a[0]) == ["step", "loss", "inst", "lr"] and len(a) == len(b) == 6
+    assert list(a[0]) == ["step", "loss", "inst", "lr", "bad_clips"] and len(a) == len(b) == 6
     assert a == b
     losses = [float(r["loss"]) for r in a]
     assert all(map(torch.isfinite, torch.tensor(losses)))
@@ -173,3 +173,59 @@ def test_ddp_with_two_cpu_processes(synth_store, tmp_path):
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["world_size"] == 2 and state["step"] == 3
     assert len(rows(run)) == 3
+
+
+def test_resume_with_no_checkpoint_starts_at_step_0_and_says_so(synth_store, tmp_path):
+    from trainer.loop import RunNotice
+
+    with pytest.warns(RunNotice, match=f"--resume: no checkpoint in {tmp_path / 'run'} yet, starting at step 0"):
+        summary = train(config(synth_store, tmp_path / "run", steps=2), progress=False, resume=True)
+    assert summary["resumed_from"] == 0 and load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2
+
+
+@pytest.fixture
+def damaged_store(synth_store, tmp_path):
+    """A copy of the synthetic store whose second video's frames shard is truncated."""
+    import shutil
+
+    from stores import damage
+
+    copy = tmp_path / "damaged.zarr"
+    shutil.copytree(synth_store, copy)
+    key = ClipDataset(copy).videos[1].key
+    damage(copy, key, "frames", "truncate")
+    return copy, key
+
+
+def test_damaged_clips_are_replaced_counted_and_bounded(damaged_store, tmp_path):
+    from trainer.loop import RunNotice, TrainingFailed
+
+    store, key = damaged_store
+    with pytest.warns(RunNotice, match=f"skipping a clip of damaged video {key!r} .*array 'frames'") as notes:
+        summary = train(config(store, tmp_path / "a", max_bad_clips=0.5), progress=False)
+    assert len([n for n in notes if issubclass(n.category, RunNotice)]) == 1  # once per video
+    counts = [int(r["bad_clips"]) for r in rows(tmp_path / "a")]
+    assert counts == sorted(counts) and counts[-1] == summary["bad_clips"] > 0  # cumulative
+    # 6 steps x 2 clips = 12 samples: a bound of 1/12 is passed as soon as a second clip is replaced
+    with pytest.raises(TrainingFailed, match=r"damaged clips replaced, more than max_bad_clips \(8.33%\) of the run's "
+                                             r"12 samples; run `mvtools verify .* --repair`"):
+        train(config(store, tmp_path / "b", max_bad_clips=1 / 12, checkpoint_every=1), progress=False)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["step"] == len(rows(tmp_path / "b"))
+
+
+def test_on_bad_clip_fail_ends_the_run_with_one_line_naming_the_video(damaged_store, tmp_path, capsys):
+    """The error comes from a DataLoader worker (torch re-raises it wrapped): one line, exit 1; --debug adds the
+    traceback."""
+    from mvtools.cli import main
+
+    store, key = damaged_store
+    args = ["train", "--store", str(store), "--steps", "6", "--batch-size", "2", "--workers", "2", "--quiet",
+            "--on-bad-clip", "fail", "--checkpoint-every", "1"]
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("clip_len: 4\nsize: 32\nmethod_args: {queue: 0}\n")
+    assert main([*args, "--config", str(recipe), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("mvtools train: error: step ") and "Traceback" not in err, err
+    assert f"{store}: video {key!r}, array 'frames', frames " in err and "is kept" in err
+    assert main(["--debug", *args, "--config", str(recipe), "--out", str(tmp_path / "debug")]) == 1
+    assert "Traceback" in capsys.readouterr().err

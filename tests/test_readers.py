@@ -36,6 +36,8 @@ def test_dask_reads_each_array(synth_store):
 
 def test_frame_chunks_are_plain_jpeg_images_imagecodecs_decodes(synth_store):
     imagecodecs = pytest.importorskip("imagecodecs")
+    import google_crc32c  # zarr's own dependency (its crc32c codec)
+
     store = open_store(synth_store)
     key = store.keys()[0]
     frames = store[key].frames
@@ -43,8 +45,10 @@ def test_frame_chunks_are_plain_jpeg_images_imagecodecs_decodes(synth_store):
     data = shard.read_bytes()
     n = frames.shards[0] // frames.chunks[0]  # the shard's index: n x (offset, nbytes) u64, then a crc32c
     index = np.frombuffer(data[-(16 * n + 4):-4], "<u8").reshape(n, 2)
-    for i, (offset, nbytes) in enumerate(index):
-        image = imagecodecs.jpeg8_decode(data[offset:offset + nbytes])
+    for i, (offset, nbytes) in enumerate(index):  # each chunk: a JPEG, then its CRC-32C (zarr's crc32c codec)
+        jpeg, crc = data[offset:offset + nbytes - 4], data[offset + nbytes - 4:offset + nbytes]
+        assert int(np.frombuffer(crc, "<u4")[0]) == google_crc32c.value(jpeg)
+        image = imagecodecs.jpeg8_decode(jpeg)
         np.testing.assert_array_equal(image, frames[i])
 
 

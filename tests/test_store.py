@@ -244,7 +244,7 @@ def test_writer_handles_a_container_frame_count_that_is_wrong(tmp_path, expected
 
 def test_array_metadata_is_what_zarr_itself_writes():
     """The writer builds each array's zarr.json from the specs; zarr.create_array is the independent check."""
-    from zarr.codecs import ZstdCodec
+    from zarr.codecs import Crc32cCodec, ZstdCodec
     from zarr.codecs.numcodecs import FixedScaleOffset
 
     from mvtools.codecs import ImageJpegCodec
@@ -254,11 +254,11 @@ def test_array_metadata_is_what_zarr_itself_writes():
                                                             "accumulated"), flow="dis").settings()).items():
         tail, per_frame = _tail(spec, 48, 64), name not in ("keyframes", "keyframe_index")
         if spec.jpeg_quality:
-            kw = {"serializer": ImageJpegCodec(level=spec.jpeg_quality), "compressors": None,
+            kw = {"serializer": ImageJpegCodec(level=spec.jpeg_quality), "compressors": Crc32cCodec(),
                   "filters": [FixedScaleOffset(offset=-128, scale=1, dtype="|i1", astype="|u1")]
                   if spec.dtype == "int8" else None, "chunks": (1, *tail), "shards": (9, *tail)}
         else:
-            kw = {"compressors": ZstdCodec(level=3), "chunks": (16 if per_frame else 1, *tail),
+            kw = {"compressors": [ZstdCodec(level=3), Crc32cCodec()], "chunks": (16 if per_frame else 1, *tail),
                   "shards": (128 if per_frame else 64, *tail)}
         reference = zarr.create_array(zarr.storage.MemoryStore(), shape=(9, *tail), dtype=spec.dtype, fill_value=0,
                                       dimension_names=spec.dims, **kw).metadata

@@ -203,3 +203,63 @@ def test_a_clip_reads_exactly_its_frames(synth_store):
     clamped = clip_indices(36, ClipSpec(clip_len=4, stride=2), 40)  # 36, 38, 39, 39: the last frame twice
     np.testing.assert_array_equal(group["frames"].read(clamped), plain["frames"][:][clamped])
     assert source.requests - before == 2  # 36, then 38-39
+
+
+@pytest.fixture
+def damaged_copy(synth_store, tmp_path):
+    """A copy of the synthetic store (its 4 videos of 40 frames: one shard per array), to damage."""
+    import shutil
+
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(synth_store, copy)
+    return copy
+
+
+@pytest.mark.parametrize("how", ["truncate", "overwrite"])
+def test_a_damaged_shard_raises_damaged_data_naming_store_video_array_and_frames(damaged_copy, how):
+    from stores import damage
+
+    from mvtools.errors import DamagedData
+
+    ds = ClipDataset(damaged_copy, modalities=("rgb",), clip_len=4, stride=2, size=32)
+    key = ds.videos[1].key
+    damage(damaged_copy, key, "frames", how)
+    with pytest.raises(DamagedData) as caught:
+        for index in range(len(ds)):  # a clip of the damaged video that reads the damaged bytes
+            for epoch in range(10):
+                ds[(index, epoch)]
+    e = caught.value
+    assert (e.path, e.video, e.array) == (str(damaged_copy), key, "frames") and e.frames[1] - e.frames[0] >= 1
+    assert str(e).startswith(f"{damaged_copy}: video {key!r}, array 'frames', frames {e.frames[0]}-")
+    assert "mvtools verify STORE --repair" in str(e)
+    assert all(ds[(i, 0)]["key"] for i in range(len(ds)) if ds.videos[i].key != key)  # the others read
+
+
+def test_skip_replaces_a_damaged_sample_the_same_way_every_time(damaged_copy):
+    from stores import damage
+
+    ds = ClipDataset(damaged_copy, modalities=("rgb",), clip_len=4, stride=2, size=32, on_bad_clip="skip")
+    key = ds.videos[2].key
+    damage(damaged_copy, key, "frames", "truncate", shard=0)
+    damage(damaged_copy, key, "frames", "overwrite", shard=0)
+    sample = ds[(2, 0)]
+    assert sample["key"] != key and sample["bad_clips"] >= 1
+    assert sample["bad_clip_errors"].startswith(f"{key}\t{damaged_copy}: video {key!r}, array 'frames'")
+    again = ds[(2, 0)]
+    assert again["key"] == sample["key"] and torch.equal(again["views"][0]["rgb"], sample["views"][0]["rgb"])
+    clean = ds[(0, 0)]
+    assert clean["bad_clips"] == 0 and clean["bad_clip_errors"] == "" and clean["key"] == ds.videos[0].key
+    batch = torch.utils.data.default_collate([sample, clean])  # the loader's batches carry both fields
+    assert batch["bad_clips"].tolist() == [sample["bad_clips"], 0]
+
+
+def test_a_deleted_shard_of_a_complete_video_is_not_read_as_zeros(damaged_copy):
+    from stores import damage
+
+    from mvtools.errors import DamagedData
+
+    ds = ClipDataset(damaged_copy, modalities=("rgb",), clip_len=4, stride=2, size=32)
+    key = ds.videos[0].key
+    damage(damaged_copy, key, "frames", "delete")
+    with pytest.raises(DamagedData, match=f"video {key!r}, array 'frames'"):
+        ds[(0, 0)]

@@ -12,7 +12,9 @@ import argparse
 import dataclasses
 import os
 import pkgutil
+import shlex
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -43,17 +45,37 @@ def add_set_option(parser, where: str) -> None:
                              "field; values are YAML (numbers, true/false, null, [lists])")
 
 
-TRAIN_EXIT = """exit codes:
-  0  trained to --steps; RUN_DIR/checkpoint.pt holds the last state
-  1  training failed (a NaN loss, ...): the last good checkpoint is kept
-  2  usage error (unknown method, store without the method's modalities, existing run without --resume)
+STOPPED_EXIT = """  75   stopped by SIGTERM, SIGUSR1 or Ctrl-C: the step in progress was finished and checkpointed;
+       rerun with --resume (the line printed) to continue exactly there
+  130  stopped at once by a second Ctrl-C: the last periodic checkpoint is kept"""
+TRAIN_EXIT = f"""exit codes:
+  0    trained to --steps; RUN_DIR/checkpoint.pt holds the last state
+  1    training failed (a NaN loss, a store that stays unreachable, damaged data, a rank that stops answering):
+       one line says why; the last good checkpoint is kept (--debug for the traceback)
+  2    usage error (unknown method, store without the method's modalities, existing run without --resume)
+{STOPPED_EXIT}
 
 examples:
   mvtools train --config rgb_tiny --store demo/store.zarr --out runs/rgb        # a bundled recipe (mvtools recipes)
   mvtools train --config maclr --store k400.zarr --out runs/maclr --set method_args.queue=0 --set clip_len=8
   mvtools train --config my_recipe.yaml --store k400.zarr --out runs/mine --resume
 
-multi-GPU: torchrun --nproc_per_node N -m mvtools train ... (DDP; --batch-size is per process)"""
+multi-GPU: torchrun --nproc_per_node N -m mvtools train ... (DDP; --batch-size is per process); under
+torchrun --max-restarts N a restarted run resumes from its checkpoint"""
+
+
+def add_robustness_arguments(parser) -> None:
+    """--on-bad-clip, --max-bad-clips, --dist-timeout (train and finetune)."""
+    parser.add_argument("--on-bad-clip", choices=("skip", "fail"),
+                        help="a clip whose stored bytes are damaged: skip replaces it with another sample (logged once "
+                             "per video, counted in metrics.csv's bad_clips) up to --max-bad-clips; fail stops the "
+                             "run (default skip)")
+    parser.add_argument("--max-bad-clips", type=float, metavar="FRACTION",
+                        help="most damaged clips replaced, as a fraction of the run's samples (steps x global batch; "
+                             "default 0.001); beyond it the run stops (exit 1)")
+    parser.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                        help="under torchrun: how long a rank waits for the others before the run fails with one "
+                             "line (a frozen or lost rank; default 300)")
 
 
 def add_parsers(sub) -> None:
@@ -80,7 +102,9 @@ def add_parsers(sub) -> None:
     tr.add_argument("--seed", type=int, help="seed of weights, batches and augmentations (default 0)")
     tr.add_argument("--workers", type=int, help="DataLoader worker processes (default 2)")
     tr.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 50)")
-    tr.add_argument("--resume", action="store_true", help="continue RUN_DIR from its checkpoint")
+    tr.add_argument("--resume", action="store_true", help="continue RUN_DIR from its checkpoint (none yet: start "
+                                                           "at step 0, and say so)")
+    add_robustness_arguments(tr)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ev = sub.add_parser(
@@ -96,8 +120,9 @@ def add_parsers(sub) -> None:
                     "--protocol multiview (default for a fine-tuned run, mvtools finetune): its multi-view test.\n"
                     "Splits come from the store (--recipe at extraction); a store without them is split per\n"
                     "class, the last quarter of each class's keys being the test set.",
-        epilog="exit codes:\n  0  evaluated\n  2  usage error (no checkpoint, unlabelled store, empty split, protocol "
-               "that does not fit the checkpoint)")
+        epilog="exit codes:\n  0  evaluated\n  1  evaluation failed while reading the store (damaged data: always an "
+               "error here; a store that stays unreachable): one line says which\n  2  usage error (no checkpoint, "
+               "unlabelled store, empty split, protocol that does not fit the checkpoint)")
     ev.add_argument("--checkpoint", required=True, help="RUN_DIR/checkpoint.pt")
     ev.add_argument("--store", required=True, help="a labelled mvtools store: a folder or a URL")
     ev.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
@@ -119,11 +144,13 @@ def add_parsers(sub) -> None:
     add_set_option(ev, "linear-sgd: any key of a finetune recipe; lbfgs, multiview: clip_len, stride, size")
 
 
-DOWNSTREAM_EXIT = """exit codes:
-  0  fine-tuned and tested; RUN_FT/test.json holds the test metrics
-  1  training failed (a NaN loss, ...): the last good checkpoint is kept
-  2  usage error (unlabelled store, test classes missing from train, --init or --checkpoint that does not fit
-     the backbone, existing run without --resume): one line says what; nothing is written
+DOWNSTREAM_EXIT = f"""exit codes:
+  0    fine-tuned and tested; RUN_FT/test.json holds the test metrics
+  1    training failed (a NaN loss, a store that stays unreachable, damaged data, a lost rank): the last good
+       checkpoint is kept
+  2    usage error (unlabelled store, test classes missing from train, --init or --checkpoint that does not fit
+       the backbone, existing run without --resume): one line says what; nothing is written
+{STOPPED_EXIT}
 
 examples:
   mvtools finetune --config ucf101_tiny --checkpoint runs/rgb/checkpoint.pt --store demo/store.zarr --out runs/ft
@@ -166,6 +193,7 @@ def add_downstream_parsers(sub) -> None:
     ft.add_argument("--clips", type=int, help="test clips per video (default 10)")
     ft.add_argument("--crops", type=int, help="test crops per clip (default 3)")
     ft.add_argument("--resume", action="store_true", help="continue RUN_FT from its checkpoint")
+    add_robustness_arguments(ft)
     ft.add_argument("--plot", action="store_true", help="write RUN_FT/confusion.png")
     ft.add_argument("--quiet", action="store_true", help="no progress bar")
     ft.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
@@ -206,13 +234,48 @@ def _storage_options(args, error) -> dict:
         raise error(str(e)) from None
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command that continues a stopped run: this one with --resume (under torchrun: its launch line)."""
+    argv = list(argv) if "--resume" in argv else [*argv, "--resume"]
+    command = f"mvtools {shlex.join(argv)}"
+    return f"torchrun <the same options> -m {command}" if os.environ.get("TORCHELASTIC_RUN_ID") else command
+
+
+def stopped(command: str, args, out, error: BaseException) -> int:
+    """Report how a run ended early, in one line (rank 0 only for a stop), and its exit code."""
+    from .loop import CHECKPOINT, Interrupted, load_checkpoint
+    from .signals import EXIT_ABORTED, EXIT_INTERRUPTED
+
+    rank = int(os.environ.get("RANK", "0"))
+    resume = resume_command(getattr(args, "argv", sys.argv[1:]))
+    if isinstance(error, Interrupted):
+        if rank == 0:
+            print(f"mvtools {command}: {error}; resume with: {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(error, KeyboardInterrupt):
+        path = Path(out) / CHECKPOINT if out else None
+        kept = (f"the checkpoint of step {load_checkpoint(path)['step']} is kept ({path}); resume with: {resume}"
+                if path is not None and path.exists() else "no checkpoint was written")
+        if rank == 0:
+            print(f"mvtools {command}: stopped at once by a second Ctrl-C: {kept}", file=sys.stderr)
+        return EXIT_ABORTED
+    if getattr(args, "debug", False):
+        traceback.print_exception(error)
+    print(f"mvtools {command}: error: {error}", file=sys.stderr)
+    return 1
+
+
+def _robustness(args) -> dict:
+    return {"on_bad_clip": args.on_bad_clip, "max_bad_clips": args.max_bad_clips, "dist_timeout": args.dist_timeout}
+
+
 def run_train(args) -> int:
-    from .loop import TrainConfig, TrainError, TrainingFailed, train
+    from .loop import Interrupted, RunNotice, TrainConfig, TrainError, TrainingFailed, train
     from .overrides import field_defaults
 
     overrides = {"method": args.method, "store": args.store, "out": args.out, "steps": args.steps,
                  "backbone": args.backbone, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                 "workers": args.workers, "checkpoint_every": args.checkpoint_every}
+                 "workers": args.workers, "checkpoint_every": args.checkpoint_every, **_robustness(args)}
     fields = field_defaults(TrainConfig)
     recipe = _recipe(args, "train", fields, fields, TrainError)
     try:
@@ -226,19 +289,19 @@ def run_train(args) -> int:
                                                               **_storage_options(args, TrainError)})
     try:
         with warnings.catch_warnings():  # settings worth a second look (a queue too long for the store, ...)
-            warnings.showwarning = lambda message, *_, **__: print(f"mvtools train: warning: {message}",
-                                                                  file=sys.stderr)
+            warnings.showwarning = lambda message, category, *_, **__: print(
+                f"mvtools train: {'note' if category is RunNotice else 'warning'}: {message}", file=sys.stderr)
             summary = train(config, resume=args.resume, progress=not args.quiet)
-    except TrainingFailed as e:  # a usage error (TrainError) is exit 2, reported by mvtools.cli
-        print(f"mvtools train: error: {e}", file=sys.stderr)
-        return 1
+    except (TrainingFailed, Interrupted, KeyboardInterrupt) as e:  # a usage error (TrainError): exit 2, mvtools.cli
+        return stopped("train", args, config.out, e)
     if summary["rank"]:
         return 0  # under torchrun, rank 0 reports
     last = summary["last"]
-    terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("step", "lr"))
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("step", "lr", "bad_clips"))
+    replaced = f"; {summary['bad_clips']} damaged clips replaced" if summary["bad_clips"] else ""
     print(f"trained {config.method} ({config.backbone}) to step {summary['steps']}: {terms}; "
-          f"{summary['steps_per_s']:.2f} steps/s, data wait {summary['data_wait_fraction']:.0%} of step time; "
-          f"{config.out}/checkpoint.pt")
+          f"{summary['steps_per_s']:.2f} steps/s, data wait {summary['data_wait_fraction']:.0%} of step time"
+          f"{replaced}; {config.out}/checkpoint.pt")
     return 0
 
 
@@ -262,19 +325,23 @@ def run_eval(args) -> int:
                              "finetune recipe)") from None
     clip = {k: v if v is not None else recipe.get(k) for k, v in
             {"clip_len": args.clip_len, "stride": args.stride, "size": args.size}.items()}
-    if protocol == "lbfgs":
-        if finetuned:
-            raise TrainError(f"{args.checkpoint} is a fine-tuned classifier: use --protocol multiview")
-        result = evaluate(args.checkpoint, args.store, clips=args.clips or 4, batch_size=args.batch_size,
-                          workers=args.workers, storage_options=options, **clip)
-    elif protocol == "multiview":
-        result = evaluate_classifier(args.checkpoint, args.store, clips=args.clips or 10, crops=args.crops,
-                                 batch_size=args.batch_size, workers=args.workers, storage_options=options, **clip)
-        result["protocol"] = "multiview"
-    else:
-        overrides = {"steps": args.steps, "lr": args.lr, "workers": args.workers, **clip}
-        result = linear_sgd(args.checkpoint, args.store, args.out, recipe=recipe, overrides=overrides,
-                            storage_options=options, test_views={"clips": args.clips, "crops": args.crops})
+    try:
+        if protocol == "lbfgs":
+            if finetuned:
+                raise TrainError(f"{args.checkpoint} is a fine-tuned classifier: use --protocol multiview")
+            result = evaluate(args.checkpoint, args.store, clips=args.clips or 4, batch_size=args.batch_size,
+                              workers=args.workers, storage_options=options, **clip)
+        elif protocol == "multiview":
+            result = evaluate_classifier(args.checkpoint, args.store, clips=args.clips or 10, crops=args.crops,
+                                         batch_size=args.batch_size, workers=args.workers, storage_options=options,
+                                         **clip)
+            result["protocol"] = "multiview"
+        else:
+            overrides = {"steps": args.steps, "lr": args.lr, "workers": args.workers, **clip}
+            result = linear_sgd(args.checkpoint, args.store, args.out, recipe=recipe, overrides=overrides,
+                                storage_options=options, test_views={"clips": args.clips, "crops": args.crops})
+    except Exception as e:  # usage errors (the store, the checkpoint) are exit 2; failures while reading, 1
+        return evaluation_failed(e, args)
     if protocol != "lbfgs" and args.plot:
         from .multiview import plot_confusion
 
@@ -293,6 +360,23 @@ def run_eval(args) -> int:
     else:
         print_classification(result)
     return 0
+
+
+def evaluation_failed(error: Exception, args) -> int:
+    """Exit 1 with one line for what ended an evaluation while it read the store (damaged data, a store that stays
+    unreachable, a DataLoader worker's error); usage errors (``MvtoolsError`` other than damage) go on to exit 2."""
+    from mvtools.errors import DamagedData, MvtoolsError
+
+    from .loop import Interrupted, TrainingFailed, failure
+
+    if isinstance(error, (TrainingFailed, Interrupted)):
+        return stopped("eval", args, args.out, error)
+    if isinstance(error, MvtoolsError) and not isinstance(error, DamagedData):
+        raise error
+    if getattr(args, "debug", False):
+        traceback.print_exception(error)
+    print(f"mvtools eval: error: {failure(error, args.store, 0)}", file=sys.stderr)
+    return 1
 
 
 def print_classification(result: dict) -> None:
@@ -317,20 +401,23 @@ def downstream_keys() -> tuple[dict, dict]:
 
 def run_finetune(args) -> int:
     from .finetune import finetune
-    from .loop import TrainError, TrainingFailed
+    from .loop import Interrupted, RunNotice, TrainError, TrainingFailed
 
     overrides = {"backbone": args.backbone, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                 "seed": args.seed, "workers": args.workers}
+                 "seed": args.seed, "workers": args.workers, **_robustness(args)}
     recipe = _recipe(args, "finetune", *downstream_keys(), TrainError)
     try:
-        result = finetune(args.store, args.out, checkpoint=args.checkpoint, init=args.init,
-                          from_scratch=args.from_scratch, recipe=recipe, overrides=overrides,
-                          resume=args.resume, progress=not args.quiet, plot=args.plot,
-                          test_views={"clips": args.clips, "crops": args.crops},
-                          storage_options=_storage_options(args, TrainError))
-    except TrainingFailed as e:
-        print(f"mvtools finetune: error: {e}", file=sys.stderr)
-        return 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", RunNotice)
+            warnings.showwarning = lambda message, category, *_, **__: print(
+                f"mvtools finetune: {'note' if category is RunNotice else 'warning'}: {message}", file=sys.stderr)
+            result = finetune(args.store, args.out, checkpoint=args.checkpoint, init=args.init,
+                              from_scratch=args.from_scratch, recipe=recipe, overrides=overrides,
+                              resume=args.resume, progress=not args.quiet, plot=args.plot,
+                              test_views={"clips": args.clips, "crops": args.crops},
+                              storage_options=_storage_options(args, TrainError))
+    except (TrainingFailed, Interrupted, KeyboardInterrupt) as e:
+        return stopped("finetune", args, args.out, e)
     if int(os.environ.get("RANK", "0")):
         return 0  # under torchrun, rank 0 reports
     if args.json:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import zarr
 
-from mvtools.errors import MvtoolsError, StoreError
+from mvtools.errors import DamagedData, MvtoolsError, StoreError
 from mvtools.reader import ArrayReader, VideoReader
 from mvtools.storage import is_remote, open_root
 from mvtools.store import open_store
@@ -44,6 +44,8 @@ ARRAYS = {"rgb": ("frames",), "mv": ("mv",), "residual": ("residual",), "framedi
 MEAN, STD = 0.45, 0.225
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 OPEN_VIDEOS = 256  # array handles kept open per process (each holds its metadata)
+BAD_CLIP_POLICIES = ("fail", "skip")
+REPLACEMENTS = 16  # draws a skipped sample may take before the store is taken for mostly damaged
 
 
 class DataError(MvtoolsError):
@@ -412,13 +414,22 @@ class ClipDataset(torch.utils.data.Dataset):
 
     Handles (array metadata, the store's client) open lazily in each process that reads, so any DataLoader start
     method works, ``fork`` included (``mvtools.fetch``).
+
+    ``on_bad_clip``: what a sample whose stored bytes are damaged (``DamagedData``) does: "fail" raises it;
+    "skip" replaces the sample by another item drawn from (seed, epoch, index, attempt), so a resumed run
+    replaces it the same way, and adds ``bad_clips`` (how many were replaced) and ``bad_clip_errors`` (one
+    "key<TAB>message" line each) to every sample, for the loop to count and report.
     """
 
     def __init__(self, store_path, modalities: Sequence[str] = ("rgb",), clip_len: int = 16, stride: int = 2,
                  size: int = 112, split: str | None = None, *, views: int = 2, train: bool = True,
                  clips_per_video: int = 1, crops: int = 1, keys: Sequence[str] | None = None, seed: int = 0,
                  spec: ClipSpec | None = None, sampler: Sampler | None = None,
-                 storage_options: Mapping[str, str] | None = None, concurrent_clips: int | None = None):
+                 storage_options: Mapping[str, str] | None = None, concurrent_clips: int | None = None,
+                 on_bad_clip: str = "fail"):
+        if on_bad_clip not in BAD_CLIP_POLICIES:
+            raise DataError(f"on_bad_clip must be one of {', '.join(BAD_CLIP_POLICIES)}, got {on_bad_clip!r}")
+        self.on_bad_clip = on_bad_clip
         self.store_path = os.fspath(store_path)  # a folder or an object-store URL
         self.storage_options = dict(storage_options or {})
         self.modalities = tuple(modalities)
@@ -497,6 +508,23 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item) -> dict:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
+        if self.on_bad_clip == "fail":
+            return self.sample(int(index), epoch)
+        damaged: list[DamagedData] = []
+        candidate = int(index)
+        for attempt in range(1, REPLACEMENTS + 1):
+            try:
+                sample = self.sample(candidate, epoch)
+            except DamagedData as e:
+                damaged.append(e)
+                candidate = int(np.random.default_rng([self.seed, epoch, int(index), attempt]).integers(len(self)))
+                continue
+            return {**sample, "bad_clips": len(damaged),
+                    "bad_clip_errors": "\n".join(f"{e.video}\t{e}" for e in damaged)}
+        raise damaged[-1]
+
+    def sample(self, index: int, epoch: int = 0) -> dict:
+        """Item ``index`` of ``epoch``, whatever ``on_bad_clip`` says."""
         video, view = divmod(int(index), self.clips_per_video * self.crops)
         clip, crop = divmod(view, self.crops)
         if self.train:

@@ -6,6 +6,11 @@ unconditionally. Gathers need the same shape on every rank (the loop gives every
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -20,13 +25,73 @@ def world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if distributed() else (0, 1)
 
 
-def everywhere(flag: bool, device: torch.device | str = "cpu") -> bool:
-    """True when ``flag`` holds on every rank (all ranks get the same answer, so they stop together)."""
+def sum_over_ranks(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """Each value summed over every rank, in one all-reduce (the loop's per-step agreement: non-finite losses,
+    stop requests, replaced clips); ``values`` itself outside DDP."""
     if not distributed():
-        return flag
-    failed = torch.tensor([0.0 if flag else 1.0], device=device)
-    dist.all_reduce(failed)
-    return failed.item() == 0
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def init_distributed(backend: str, timeout: float) -> None:
+    """``init_process_group`` for a process started by torchrun (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+    ``MASTER_PORT``), with ``timeout`` seconds for every collective (a rank that stops answering ends the run).
+
+    torchrun's agent shares its TCP store with the workers (``TORCHELASTIC_USE_AGENT_STORE``) and keeps it across
+    elastic restarts, so the keys of a dead attempt are still there: a restarted group can read the old address of
+    a rank and hang or fail in ``init_process_group`` (pytorch/pytorch#135712; ``TORCHELASTIC_RESTART_COUNT`` is
+    counted per node, so it cannot name the attempt). Each attempt therefore agrees on a fresh key prefix first
+    (``session_prefix``) and builds its process group under it.
+    """
+    limit = timedelta(seconds=timeout)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group(backend, timeout=limit)
+        return
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size=world,
+                          is_master=False, timeout=limit)
+    prefix = session_prefix(agent, rank, world, timeout)
+    dist.init_process_group(backend, store=dist.PrefixStore(prefix, agent), rank=rank, world_size=world,
+                            timeout=limit)
+
+
+def session_prefix(store: dist.Store, rank: int, world: int, timeout: float, poll: float = 0.02) -> str:
+    """A key prefix that every rank of this attempt agrees on and no earlier attempt used, over a store that may
+    hold any earlier attempt's keys. Rank r > 0 posts a fresh random ``hello/r`` until ``ack/r`` echoes it with
+    rank 0's fresh session id, then confirms that id; rank 0 acknowledges whatever ``hello/r`` holds until every
+    rank has confirmed its session. A stale hello, ack or confirm never matches a fresh nonce or session."""
+    deadline = time.monotonic() + timeout
+    mine = uuid.uuid4().hex
+    if rank == 0:
+        waiting = set(range(1, world))
+        while waiting:
+            for r in sorted(waiting):
+                if _read(store, f"mvtools/confirm/{r}") == mine:
+                    waiting.discard(r)
+                elif (hello := _read(store, f"mvtools/hello/{r}")) is not None:
+                    store.set(f"mvtools/ack/{r}", f"{hello} {mine}")
+            _wait(waiting, deadline, poll, "ranks " + ", ".join(map(str, sorted(waiting))))
+        return f"mvtools/session/{mine}/"
+    while True:
+        store.set(f"mvtools/hello/{rank}", mine)
+        nonce, _, session = (_read(store, f"mvtools/ack/{rank}") or "").partition(" ")
+        if nonce == mine:
+            store.set(f"mvtools/confirm/{rank}", session)
+            return f"mvtools/session/{session}/"
+        _wait(True, deadline, poll, "rank 0")
+
+
+def _read(store: dist.Store, key: str) -> str | None:
+    return store.get(key).decode() if store.check([key]) else None
+
+
+def _wait(pending, deadline: float, poll: float, who: str) -> None:
+    if pending and time.monotonic() > deadline:
+        raise TimeoutError(f"{who} did not join the process group in time (--dist-timeout)")
+    if pending:
+        time.sleep(poll)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from mvtools.extract import read_yaml
 from mvtools.strict_json import dumps
 
 from .data import ClipDataset, ClipSpec, DataError, list_videos, split_keys
-from .loop import CHECKPOINT, TrainConfig, TrainError, build_method, load_checkpoint, train
+from .loop import CHECKPOINT, TrainConfig, TrainError, build_method, load_checkpoint, resumes, train
 from .models import build
 from .multiview import classification_metrics, plot_confusion, video_scores
 from .weights import checkpoint_encoder, load_encoder, read_state_dict
@@ -113,8 +113,7 @@ def finetune(store: str | os.PathLike, out: str | os.PathLike, *, checkpoint=Non
         config = TrainConfig(**fields)
     except TypeError as e:
         raise TrainError(str(e)) from None
-    if (Path(out) / CHECKPOINT).exists() and not resume:
-        raise TrainError(f"{Path(out) / CHECKPOINT} exists; pass --resume to continue it, or choose another --out")
+    resume = resumes(out, resume)
     initialise = None if state is None else (lambda m: load_encoder(m.backbone, state, source, backbone))
     summary = train(config, resume=resume, progress=progress, initialise=initialise)
     result = evaluate_classifier(Path(out) / CHECKPOINT, store, **views, storage_options=storage_options,
