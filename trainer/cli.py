@@ -115,8 +115,10 @@ def add_downstream_parsers(sub) -> None:
         "finetune", help="fine-tune an encoder on a labelled store and test it multi-view",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train the encoder plus dropout and a linear classifier end to end with cross-entropy on\n"
-                    "STORE's train split (SGD with momentum, step or cosine schedule: --config), starting from a\n"
-                    "pretraining run (--checkpoint), a state dict (--init: mvtools export's or torchvision's) or\n"
+                    "STORE's train split (SGD or AdamW, step or cosine schedule; for ViTs VideoMAE's layer-wise lr\n"
+                    "decay, drop path, label smoothing, mixup and cutmix: --config pipelines/finetune/*_vit*.yaml),\n"
+                    "starting from a pretraining run (--checkpoint), a state dict (--init: mvtools export's,\n"
+                    "torchvision's, or a transformers VideoMAE checkpoint's: pytorch_model.bin) or\n"
                     "random weights (--from-scratch, the baseline). Then test on the test split with 10 clips x 3\n"
                     "crops per video, softmax averaged: top1, top5, mean class and per-class accuracy\n"
                     "(RUN_FT/test.json; RUN_FT/confusion.png with --plot). Same loop as mvtools train: resume,\n"

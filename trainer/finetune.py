@@ -81,6 +81,14 @@ def starting_weights(checkpoint, init, from_scratch: bool, backbone: str | None
     return name, {}, (read_state_dict(init) if init else None), (os.fspath(init) if init else "random weights"), None
 
 
+def in_names_of(encoder, state: dict) -> dict:
+    """``state`` in ``encoder``'s names: a ViT takes transformers' VideoMAE state dicts (``ViT.import_state``: the
+    Hub's bias names, the pretraining and classification wrappers, the final norm its mean-pooling form has not);
+    other backbones take a state dict as it is."""
+    convert = getattr(encoder, "import_state", None)
+    return convert(state) if convert is not None else state
+
+
 def finetune(store: str | os.PathLike, out: str | os.PathLike, *, checkpoint=None, init=None, from_scratch=False,
              recipe=None, overrides: dict | None = None, freeze: bool = False, resume: bool = False,
              progress: bool = True, plot: bool = False, test_views: dict | None = None,
@@ -98,7 +106,9 @@ def finetune(store: str | os.PathLike, out: str | os.PathLike, *, checkpoint=Non
     fields = {**(LINEAR_DEFAULTS if freeze else FINETUNE_DEFAULTS), **clip, **fields, **overrides}
     backbone_args = {**backbone_args, **fields.get("backbone_args", {})}
     if state is not None:  # checked before anything is written
-        load_encoder(build(backbone, 3, **backbone_args), state, source, backbone)
+        encoder = build(backbone, 3, **backbone_args)
+        state = in_names_of(encoder, state)
+        load_encoder(encoder, state, source, backbone)
     _, _, classes = labelled_split(store, storage_options)
     method_args = {"dropout": 0.0 if freeze else 0.5, **fields.get("method_args", {}), "classes": len(classes),
                    "freeze": freeze}

@@ -5,7 +5,13 @@ TensorBoard): fine-tuning (every layer trained; ``mvtools finetune``) and the li
 (``freeze=True``: the encoder is frozen, batch-norm statistics included, and only the classifier learns on
 augmented clips; ``mvtools eval --protocol linear-sgd``).
 
-    logits = W dropout(f(x)) + b,   loss ``ce`` = cross-entropy(logits, label)
+    logits = W dropout(n(f(x))) + b,   loss ``ce`` = cross-entropy(logits, soft targets)
+
+``n`` is VideoMAE's ``fc_norm`` (a LayerNorm after mean pooling) for a ViT in its ``mean_pooling`` form, else the
+identity. VideoMAE's fine-tuning knobs: ``label_smoothing``, ``mixup`` / ``cutmix`` (``trainer.mixup``; batches are
+mixed in training only), ``layer_decay`` (layer-wise learning-rate decay: a ViT's parameters at depth l of L learn
+at lr x layer_decay^(L + 1 - l), the embeddings at depth 0, the classifier at L + 1) and the backbone's
+``drop_path`` (``backbone_args``).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .methods.base import Method
+from .mixup import mix, smoothed_targets, soft_cross_entropy
 from .models import Backbone, build
+from .vit import ViT
 
 
 class Supervised(Method):
@@ -25,12 +33,19 @@ class Supervised(Method):
     bn = "local"  # no key encoder: nothing to leak
 
     def __init__(self, backbone: str = "tiny", backbone_args: dict | None = None, classes: int = 2,
-                 dropout: float = 0.5, freeze: bool = False):
+                 dropout: float = 0.5, freeze: bool = False, label_smoothing: float = 0.0, mixup: float = 0.0,
+                 cutmix: float = 0.0, switch_prob: float = 0.5, layer_decay: float = 1.0):
         super().__init__()
+        if not 0 < layer_decay <= 1:
+            raise ValueError(f"layer_decay must lie in (0, 1], got {layer_decay}")
         self.backbone = build(backbone, 3, **(backbone_args or {}))
+        pooled_norm = isinstance(self.backbone, ViT) and self.backbone.mean_pooling
+        self.fc_norm = nn.LayerNorm(self.backbone.out_dim) if pooled_norm else None  # transformers' fc_norm
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.backbone.out_dim, classes)
-        self.freeze = freeze
+        self.freeze, self.classes = freeze, classes
+        self.label_smoothing, self.mixup, self.cutmix, self.switch_prob = label_smoothing, mixup, cutmix, switch_prob
+        self.layer_decay = layer_decay
         if freeze:
             self.backbone.requires_grad_(False)
 
@@ -45,10 +60,36 @@ class Supervised(Method):
         return self
 
     def logits(self, rgb: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.backbone(rgb)))
+        features = self.backbone(rgb)
+        if self.fc_norm is not None:
+            features = self.fc_norm(features)
+        return self.fc(self.dropout(features))
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         labels = batch["label"]
         if bool((labels < 0).any()):
             raise ValueError("a clip without a label reached the classifier")
-        return {"ce": F.cross_entropy(self.logits(batch["views"][0]["rgb"]), labels)}
+        x = batch["views"][0]["rgb"]
+        if not (self.mixup or self.cutmix) or not self.training:
+            return {"ce": F.cross_entropy(self.logits(x), labels, label_smoothing=self.label_smoothing)}
+        targets = smoothed_targets(labels, self.classes, self.label_smoothing)
+        x, targets = mix(x, targets, self.mixup, self.cutmix, self.switch_prob)
+        return {"ce": soft_cross_entropy(self.logits(x), targets)}
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """``Method.param_groups``, split by depth with ``lr_scale`` = layer_decay^(L + 1 - l) for a backbone that
+        knows its parameters' depths (a ViT's ``layer_of``); the classifier's group first."""
+        layer_of = getattr(self.backbone, "layer_of", None)
+        if self.layer_decay == 1.0 or layer_of is None:
+            return super().param_groups(weight_decay)
+        top = self.backbone.depth + 1
+        groups: dict[tuple[int, bool], dict] = {}
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            layer = layer_of(name.removeprefix("backbone.")) if name.startswith("backbone.") else top
+            decay = p.ndim > 1 and name.rsplit(".", 1)[-1] not in self.no_weight_decay
+            group = groups.setdefault((layer, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0,
+                                                       "lr_scale": self.layer_decay ** (top - layer)})
+            group["params"].append(p)
+        return [groups[k] for k in sorted(groups, key=lambda k: (-k[0], not k[1]))]
