@@ -79,6 +79,11 @@ class Method(nn.Module):
         """Features of one evaluation view (B, D): the pooled output of the exported encoder."""
         return self.encoder(view["rgb"])
 
+    def encoder_args(self) -> dict:
+        """The classifier's ``method_args`` (``trainer.supervised``) that rebuild ``encoder`` whole for fine-tuning,
+        beyond its backbone: {} for a plain backbone."""
+        return {}
+
 
 class MomentumEncoder(nn.Module):
     """A backbone with a projection head (queries), and its frozen EMA copy (keys).

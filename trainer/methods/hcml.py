@@ -125,7 +125,7 @@ class HCML(Method):
         super().__init__()
         if level0 not in ("framediff", "mv", "residual"):
             raise ValueError(f"hcml: level0 must be framediff, mv or residual, got {level0!r}")
-        self.level0 = level0
+        self.level0, self.motion_width = level0, motion_width
         self.modalities = ("rgb",) if level0 == "framediff" else ("rgb", level0)
         self.eval_modalities = self.modalities
         self.views = 2 if instance else 1
@@ -143,6 +143,10 @@ class HCML(Method):
     @property
     def encoder(self):
         return self.net
+
+    def encoder_args(self) -> dict:
+        """Fine-tuning keeps the motion modules: the paper's network is the backbone with them embedded."""
+        return {"motion_modules": {"level0": self.level0, "motion_width": self.motion_width}}
 
     def level0_input(self, view: dict) -> torch.Tensor | None:
         return None if self.level0 == "framediff" else motion_input(view[self.level0], self.level0)
