@@ -193,10 +193,11 @@ def motion_share(mask: np.ndarray, energy: np.ndarray) -> float:
     return float(energy[mask].sum()) / total if total > 0 else float("nan")
 
 
-def visible_persistence(mask: np.ndarray, displacement: np.ndarray) -> float:
+def visible_persistence(mask: np.ndarray, displacement: np.ndarray, moving_only: bool = False) -> float:
     """The fraction of visible tokens at steps t >= 1 whose content one step earlier (p + d rounded, inside the
     grid) was visible too: 1 when what the encoder sees moves with the content (warped masks), lower when visible
-    places stay put while the content moves under them (tube masks)."""
+    places stay put while the content moves under them (tube masks). ``moving_only``: over the tokens whose content
+    moved by at least half a token (where the two differ)."""
     t, h, w = mask.shape
     y, x = np.mgrid[0:h, 0:w]
     kept = total = 0
@@ -204,6 +205,8 @@ def visible_persistence(mask: np.ndarray, displacement: np.ndarray) -> float:
         sy = np.rint(y + displacement[step, ..., 1]).astype(int)
         sx = np.rint(x + displacement[step, ..., 0]).astype(int)
         inside = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w) & ~mask[step]
+        if moving_only:
+            inside &= (sy != y) | (sx != x)
         kept += int((~mask[step - 1][sy[inside], sx[inside]]).sum())
         total += int(inside.sum())
     return kept / total if total else float("nan")
