@@ -110,3 +110,8 @@ def test_finetuning_an_hcml_run_carries_its_motion_modules(synth_store, level0, 
     whole = torch.load(tmp_path / "w.pt", weights_only=True)
     net = HierarchicalNet(build("tiny"), level0)
     net.load_state_dict(whole)  # strictly: the exported network rebuilds from its form
+
+
+def test_a_vit_has_no_stages_for_motion_modules():
+    with pytest.raises(ValueError, match="'vit_tiny' has no stages"):
+        HCML(backbone="vit_tiny")
