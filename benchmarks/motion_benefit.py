@@ -23,7 +23,8 @@ finishes and reuses the runs already recorded there with the same settings (reru
 ``pipelines/finetune/ucf101_tiny.yaml`` recipe at N steps, ``ucf101_vit_tiny.yaml`` for the ViT of ``videomae`` and
 ``mgm``, the same augmentation) and, as the baseline, the same network from random weights (``--from-scratch``) at
 the same steps, and tests each with 10 clips x 3 crops per video (softmax averaged): a second table of fine-tuned
-top-1 per method. An ``hcml`` checkpoint is fine-tuned whole (its motion modules with it).
+top-1 per method. An ``hcml`` checkpoint is fine-tuned whole (its motion modules with it), and compared with the
+same network from random weights.
 ``--variant NAME:METHOD:JSON`` adds a row trained like METHOD with its ``method_args`` updated by JSON (a loss-term
 ablation, e.g. ``mcl_no_mal:mcl:{"mal_weight": 0}``); the checkpoints stay in DIR/runs for
 ``benchmarks/motion_probe.py`` when ``--keep`` is given.
@@ -77,9 +78,19 @@ def recipe(method: str) -> Path:
     return ROOT / "pipelines" / "train" / f"{method}_tiny.yaml"
 
 
-def backbone_of(method: str) -> str:
-    """The backbone of a method's tiny recipe: tiny (the CNN methods) or vit_tiny (masked modelling)."""
-    return TrainConfig.from_yaml(recipe(method)).backbone
+def network_of(method: str) -> tuple[str, dict]:
+    """What a method's checkpoint fine-tunes: (the backbone of its tiny recipe: tiny, or vit_tiny for masked
+    modelling; the classifier's encoder arguments: HCML's motion modules, {} for the others)."""
+    from trainer.loop import build_method
+
+    config = TrainConfig.from_yaml(recipe(method))
+    return config.backbone, build_method(config).encoder_args()
+
+
+def scratch_row(method: str) -> str:
+    """The from-scratch baseline a method's fine-tuned row is compared with: the same network, random weights."""
+    backbone, encoder_args = network_of(method)
+    return "scratch_hcml" if encoder_args else ("scratch_vit" if backbone.startswith("vit") else "scratch")
 
 
 def finetune_recipe(backbone: str) -> Path:
@@ -88,8 +99,8 @@ def finetune_recipe(backbone: str) -> Path:
     return ROOT / "pipelines" / "finetune" / name
 
 
-#: the from-scratch baseline of each backbone: "scratch" for the tiny CNN, "scratch_vit" for vit_tiny
-SCRATCH = {"tiny": "scratch", "vit_tiny": "scratch_vit"}
+#: the from-scratch baselines: the tiny CNN, vit_tiny, and the tiny CNN with HCML's motion modules
+SCRATCH = {"scratch": "rgb", "scratch_vit": "videomae", "scratch_hcml": "hcml"}  # row -> a method of that network
 
 
 #: set -> (how its videos are made, what it is)
@@ -139,18 +150,22 @@ def run(name: str, seed: int, store: Path, work: Path, args) -> dict:
     return {**result, "train_s": seconds}
 
 
-def finetuned(checkpoint: Path | None, seed: int, store: Path, out: Path, args, backbone: str = "tiny") -> dict:
-    """Fine-tune a pretrained checkpoint (None: random ``backbone`` weights) and test it multi-view (10 x 3), with
-    the tiny fine-tuning recipe of its backbone."""
-    from trainer.finetune import finetune
+def finetuned(checkpoint: Path | None, seed: int, store: Path, out: Path, args, network: tuple[str, dict]) -> dict:
+    """Fine-tune a pretrained checkpoint (None: random weights of ``network``, (backbone, encoder arguments)) and
+    test it multi-view (10 x 3), with the tiny fine-tuning recipe of its backbone."""
+    from trainer.finetune import finetune, read_recipe
 
     if out.exists():
         shutil.rmtree(out)
+    backbone, encoder_args = network
+    ft_recipe = finetune_recipe(backbone)
+    method_args = {**read_recipe(ft_recipe)[0].get("method_args", {}), **encoder_args}
     t0 = time.perf_counter()
-    result = finetune(store, out, checkpoint=checkpoint, from_scratch=checkpoint is None,
-                      recipe=finetune_recipe(backbone), progress=False,
+    result = finetune(store, out, checkpoint=checkpoint, from_scratch=checkpoint is None, recipe=ft_recipe,
+                      progress=False,
                       overrides={"steps": args.finetune_steps, "seed": seed, "workers": args.workers,
-                                 "batch_size": args.batch_size, "augment": json.loads(args.augment)})
+                                 "batch_size": args.batch_size, "augment": json.loads(args.augment),
+                                 **({"backbone": backbone, "method_args": method_args} if checkpoint is None else {})})
     return {k: result[k] for k in ("top1", "top5", "mean_class_accuracy", "views")} | {
         "train_s": time.perf_counter() - t0}
 
@@ -209,18 +224,19 @@ def settings(args) -> dict:
 
 
 def finetune_table(name: str, results: dict, args) -> None:
-    print(f"\n{name}, fine-tuned: every pretrained checkpoint above and random weights of each backbone, "
+    print(f"\n{name}, fine-tuned: every pretrained checkpoint above and random weights of each network, "
           f"{args.finetune_steps} steps of pipelines/finetune/ucf101_tiny.yaml (tiny CNN: SGD, dropout 0.5, step "
           f"decay) or ucf101_vit_tiny.yaml (vit_tiny: AdamW, layer decay, drop path, label smoothing, mixup/cutmix), "
           f"augment {args.augment}; test: 10 clips x 3 crops per video, softmax averaged; each row against random "
-          f"weights of its own backbone\n")
+          f"weights of the network it fine-tunes\n")
     print("| initialisation | fine-tuned top-1 (%) | vs scratch | per seed | top-5 (%) | mean class (%) | s/run |")
     print("|---|---|---|---|---|---|---|")
-    bases = {b: statistics.mean(r["top1"] for r in results[s]) for b, s in SCRATCH.items() if s in results}
-    labels = {"scratch": "random (--from-scratch, tiny)", "scratch_vit": "random (--from-scratch, vit_tiny)"}
+    bases = {s: statistics.mean(r["top1"] for r in results[s]) for s in SCRATCH if s in results}
+    labels = {"scratch": "random (--from-scratch, tiny)", "scratch_vit": "random (--from-scratch, vit_tiny)",
+              "scratch_hcml": "random (--from-scratch, tiny + HCML's motion modules)"}
     for m, rs in results.items():
         top1 = [r["top1"] for r in rs]
-        base = None if m in labels else bases.get(backbone_of(variants(args).get(m, (m,))[0]))
+        base = None if m in labels else bases.get(scratch_row(variants(args).get(m, (m,))[0]))
         gain = f"{(statistics.mean(top1) - base) * 100:+.1f}" if base is not None else ""
         print(f"| {labels.get(m, m)} | {cell(top1)} | {gain} | "
               f"{', '.join(f'{v * 100:.1f}' for v in top1)} | {cell([r['top5'] for r in rs])} | "
@@ -316,16 +332,16 @@ def main() -> None:
                             Path(args.json).write_text(json.dumps(record, indent=1))
                     results[name].setdefault(m, []).append(runs[key])
             tuned[name] = {}
-            backbones = sorted({backbone_of(variants(args).get(m, (m,))[0]) for m in methods})
-            for m in ([SCRATCH[b] for b in backbones] + methods) if args.finetune_steps else []:
-                scratch = {s: b for b, s in SCRATCH.items()}.get(m)
+            baselines = [s for s in SCRATCH if s in {scratch_row(variants(args).get(m, (m,))[0]) for m in methods}]
+            for m in (baselines + methods) if args.finetune_steps else []:
+                like = SCRATCH.get(m, variants(args).get(m, (m,))[0])  # a method of the network fine-tuned
                 for seed in seeds:
                     key = f"{name}/{m}/{seed}/finetune/{args.finetune_steps}"
                     if key not in runs:
-                        checkpoint = None if scratch else work / "runs" / f"{store.stem}_{m}_{seed}" / \
+                        checkpoint = None if m in SCRATCH else work / "runs" / f"{store.stem}_{m}_{seed}" / \
                             "checkpoint.pt"
                         runs[key] = finetuned(checkpoint, seed, store, work / "runs" / f"ft_{name}_{m}_{seed}", args,
-                                              scratch or backbone_of(variants(args).get(m, (m,))[0]))
+                                              network_of(like))
                         if args.json:
                             Path(args.json).write_text(json.dumps(record, indent=1))
                     tuned[name].setdefault(m, []).append(runs[key])
