@@ -20,9 +20,11 @@ supervised tiny 3D CNN learns these motions or not depending on the seed: 9% to 
 ``--keep DIR`` keeps the videos and stores (reused on the next run); ``--json FILE`` records every run as it
 finishes and reuses the runs already recorded there with the same settings (rerun a subset, print the whole).
 ``--finetune-steps N`` then fine-tunes every pretrained checkpoint (``trainer.finetune``, the
-``pipelines/finetune/ucf101_tiny.yaml`` recipe at N steps, the same augmentation) and, as the baseline, the same
-network from random weights (``--from-scratch``) at the same steps, and tests each with 10 clips x 3 crops per
-video (softmax averaged): a second table of fine-tuned top-1 per method.
+``pipelines/finetune/ucf101_tiny.yaml`` recipe at N steps, ``ucf101_vit_tiny.yaml`` for the ViT of ``videomae`` and
+``mgm``, the same augmentation) and, as the baseline, the same network from random weights (``--from-scratch``) at
+the same steps, and tests each with 10 clips x 3 crops per video (softmax averaged): a second table of fine-tuned
+top-1 per method. An ``hcml`` checkpoint is fine-tuned whole (its motion modules with it), and compared with the
+same network from random weights.
 ``--variant NAME:METHOD:JSON`` adds a row trained like METHOD with its ``method_args`` updated by JSON (a loss-term
 ablation, e.g. ``mcl_no_mal:mcl:{"mal_weight": 0}``); the checkpoints stay in DIR/runs for
 ``benchmarks/motion_probe.py`` when ``--keep`` is given.
@@ -58,6 +60,8 @@ MOTION_INPUT = {
     "mcl": ("motion vectors (flow when the store has it)", "mv"),
     "fima": ("frame differences", "derived on read"),
     "hcml": ("frame differences", "in the network"),
+    "videomae": ("none (random tube masks)", ""),
+    "mgm": ("motion vectors (where the mask goes)", "mv"),
 }
 #: what is timed per frame: extraction settings -> label
 PREPROCESSING = [
@@ -72,6 +76,31 @@ PREPROCESSING = [
 
 def recipe(method: str) -> Path:
     return ROOT / "pipelines" / "train" / f"{method}_tiny.yaml"
+
+
+def network_of(method: str) -> tuple[str, dict]:
+    """What a method's checkpoint fine-tunes: (the backbone of its tiny recipe: tiny, or vit_tiny for masked
+    modelling; the classifier's encoder arguments: HCML's motion modules, {} for the others)."""
+    from trainer.loop import build_method
+
+    config = TrainConfig.from_yaml(recipe(method))
+    return config.backbone, build_method(config).encoder_args()
+
+
+def scratch_row(method: str) -> str:
+    """The from-scratch baseline a method's fine-tuned row is compared with: the same network, random weights."""
+    backbone, encoder_args = network_of(method)
+    return "scratch_hcml" if encoder_args else ("scratch_vit" if backbone.startswith("vit") else "scratch")
+
+
+def finetune_recipe(backbone: str) -> Path:
+    """ucf101_vit_tiny.yaml (VideoMAE's fine-tuning knobs) for a ViT, ucf101_tiny.yaml otherwise."""
+    name = "ucf101_vit_tiny.yaml" if backbone.startswith("vit") else "ucf101_tiny.yaml"
+    return ROOT / "pipelines" / "finetune" / name
+
+
+#: the from-scratch baselines: the tiny CNN, vit_tiny, and the tiny CNN with HCML's motion modules
+SCRATCH = {"scratch": "rgb", "scratch_vit": "videomae", "scratch_hcml": "hcml"}  # row -> a method of that network
 
 
 #: set -> (how its videos are made, what it is)
@@ -121,17 +150,22 @@ def run(name: str, seed: int, store: Path, work: Path, args) -> dict:
     return {**result, "train_s": seconds}
 
 
-def finetuned(checkpoint: Path | None, seed: int, store: Path, out: Path, args) -> dict:
-    """Fine-tune a pretrained checkpoint (None: random weights) and test it multi-view (10 x 3)."""
-    from trainer.finetune import finetune
+def finetuned(checkpoint: Path | None, seed: int, store: Path, out: Path, args, network: tuple[str, dict]) -> dict:
+    """Fine-tune a pretrained checkpoint (None: random weights of ``network``, (backbone, encoder arguments)) and
+    test it multi-view (10 x 3), with the tiny fine-tuning recipe of its backbone."""
+    from trainer.finetune import finetune, read_recipe
 
     if out.exists():
         shutil.rmtree(out)
+    backbone, encoder_args = network
+    ft_recipe = finetune_recipe(backbone)
+    method_args = {**read_recipe(ft_recipe)[0].get("method_args", {}), **encoder_args}
     t0 = time.perf_counter()
-    result = finetune(store, out, checkpoint=checkpoint, from_scratch=checkpoint is None,
-                      recipe=ROOT / "pipelines" / "finetune" / "ucf101_tiny.yaml", progress=False,
+    result = finetune(store, out, checkpoint=checkpoint, from_scratch=checkpoint is None, recipe=ft_recipe,
+                      progress=False,
                       overrides={"steps": args.finetune_steps, "seed": seed, "workers": args.workers,
-                                 "batch_size": args.batch_size, "augment": json.loads(args.augment)})
+                                 "batch_size": args.batch_size, "augment": json.loads(args.augment),
+                                 **({"backbone": backbone, "method_args": method_args} if checkpoint is None else {})})
     return {k: result[k] for k in ("top1", "top5", "mean_class_accuracy", "views")} | {
         "train_s": time.perf_counter() - t0}
 
@@ -190,16 +224,21 @@ def settings(args) -> dict:
 
 
 def finetune_table(name: str, results: dict, args) -> None:
-    print(f"\n{name}, fine-tuned: every pretrained checkpoint above and random weights, "
-          f"{args.finetune_steps} steps of pipelines/finetune/ucf101_tiny.yaml (SGD, dropout 0.5, step decay), "
-          f"augment {args.augment}; test: 10 clips x 3 crops per video, softmax averaged\n")
+    print(f"\n{name}, fine-tuned: every pretrained checkpoint above and random weights of each network, "
+          f"{args.finetune_steps} steps of pipelines/finetune/ucf101_tiny.yaml (tiny CNN: SGD, dropout 0.5, step "
+          f"decay) or ucf101_vit_tiny.yaml (vit_tiny: AdamW, layer decay, drop path, label smoothing, mixup/cutmix), "
+          f"augment {args.augment}; test: 10 clips x 3 crops per video, softmax averaged; each row against random "
+          f"weights of the network it fine-tunes\n")
     print("| initialisation | fine-tuned top-1 (%) | vs scratch | per seed | top-5 (%) | mean class (%) | s/run |")
     print("|---|---|---|---|---|---|---|")
-    base = statistics.mean(r["top1"] for r in results["scratch"]) if "scratch" in results else None
+    bases = {s: statistics.mean(r["top1"] for r in results[s]) for s in SCRATCH if s in results}
+    labels = {"scratch": "random (--from-scratch, tiny)", "scratch_vit": "random (--from-scratch, vit_tiny)",
+              "scratch_hcml": "random (--from-scratch, tiny + HCML's motion modules)"}
     for m, rs in results.items():
         top1 = [r["top1"] for r in rs]
-        gain = f"{(statistics.mean(top1) - base) * 100:+.1f}" if base is not None and m != "scratch" else ""
-        print(f"| {'random (--from-scratch)' if m == 'scratch' else m} | {cell(top1)} | {gain} | "
+        base = None if m in labels else bases.get(scratch_row(variants(args).get(m, (m,))[0]))
+        gain = f"{(statistics.mean(top1) - base) * 100:+.1f}" if base is not None else ""
+        print(f"| {labels.get(m, m)} | {cell(top1)} | {gain} | "
               f"{', '.join(f'{v * 100:.1f}' for v in top1)} | {cell([r['top5'] for r in rs])} | "
               f"{cell([r['mean_class_accuracy'] for r in rs])} | {statistics.mean(r['train_s'] for r in rs):.0f} |")
 
@@ -212,7 +251,8 @@ def cell(values) -> str:
 def table(name: str, results: dict, args) -> None:
     first = next(rs for m, rs in results.items() if m != "supervised")[0]
     print(f"\n{name}: {args.videos} videos, {SETS[name][1]}, {first['classes']} classes, {first['train_videos']} "
-          f"train / {first['test_videos']} test; tiny backbone, {args.steps} steps x batch {args.batch_size}; "
+          f"train / {first['test_videos']} test; the tiny recipes' backbones (tiny 3D CNN; vit_tiny for videomae and "
+          f"mgm), {args.steps} steps x batch {args.batch_size}; "
           f"augment {args.augment}; seeds {args.seeds}\n")
     print("| method | motion input | linear top-1 (%) | vs rgb | per seed | kNN top-1 (%) | recall@5 (%) | "
           "train s/run |")
@@ -292,13 +332,16 @@ def main() -> None:
                             Path(args.json).write_text(json.dumps(record, indent=1))
                     results[name].setdefault(m, []).append(runs[key])
             tuned[name] = {}
-            for m in (["scratch"] + methods) if args.finetune_steps else []:
+            baselines = [s for s in SCRATCH if s in {scratch_row(variants(args).get(m, (m,))[0]) for m in methods}]
+            for m in (baselines + methods) if args.finetune_steps else []:
+                like = SCRATCH.get(m, variants(args).get(m, (m,))[0])  # a method of the network fine-tuned
                 for seed in seeds:
                     key = f"{name}/{m}/{seed}/finetune/{args.finetune_steps}"
                     if key not in runs:
-                        checkpoint = None if m == "scratch" else work / "runs" / f"{store.stem}_{m}_{seed}" / \
+                        checkpoint = None if m in SCRATCH else work / "runs" / f"{store.stem}_{m}_{seed}" / \
                             "checkpoint.pt"
-                        runs[key] = finetuned(checkpoint, seed, store, work / "runs" / f"ft_{name}_{m}_{seed}", args)
+                        runs[key] = finetuned(checkpoint, seed, store, work / "runs" / f"ft_{name}_{m}_{seed}", args,
+                                              network_of(like))
                         if args.json:
                             Path(args.json).write_text(json.dumps(record, indent=1))
                     tuned[name].setdefault(m, []).append(runs[key])

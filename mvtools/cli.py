@@ -202,7 +202,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                     "residual and frame difference (blue < 0 < red). Titles give the frame index and type.\n"
                     "SOURCE is a store (then KEY names the video) or a video file (computed on the fly).",
         epilog="examples:\n  mvtools show ucf101.zarr ApplyEyeMakeup__v_ApplyEyeMakeup_g01_c01 --frames 0:6\n"
-               "  mvtools show clip.mp4 -o clip.gif --modalities frames,mv",
+               "  mvtools show clip.mp4 -o clip.gif --modalities frames,mv\n"
+               "  mvtools show ucf101.zarr KEY --mask mgm --frames 0:32:2 -o mgm.gif --modalities frames,mv\n\n"
+               "exit codes:\n  0  written\n  2  usage error (no such key or file, a modality the source lacks, "
+               "--mask mgm/warped without mv, a ratio outside (0, 1))",
     )
     show.add_argument("source", metavar="SOURCE", help="a store (STORE.zarr or an object-store URL) or a video file")
     add_storage_option(show)
@@ -221,6 +224,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
                       help="height of each panel's image, pixels (default 192; rounded to even)")
     show.add_argument("--size", type=int, default=128,
                       help="short side, pixels, of what is computed from a VIDEO_FILE (default 128, as extract)")
+    show.add_argument("--mask", choices=("tube", "mgm", "warped"),
+                      help="draw the tokens a masked-video model hides over the frames (grey blocks): tube "
+                           "(VideoMAE), mgm (MGM: where the stored vectors hold the most motion), warped (MGMAE: "
+                           "carried along the vectors); the shown frames are the clip")
+    show.add_argument("--mask-ratio", type=float, metavar="R",
+                      help="share of tokens hidden, in (0, 1) (default: the paper's, 0.9 tube / 0.75 mgm / 0.9 warped)")
+    show.add_argument("--patch", type=int, default=16, metavar="PX", help="token size in pixels (default 16)")
+    show.add_argument("--tubelet", type=int, default=2, metavar="N", help="shown frames per token (default 2)")
+    show.add_argument("--seed", type=int, default=0, help="seed of the mask's random choices (default 0)")
 
     mig = sub.add_parser(
         "migrate", help="rewrite a schema-1 store (mvtools 0.1) as schema 2",
@@ -485,6 +497,11 @@ def _show(args) -> int:
     if args.panel_height < 16 or args.size < 8 or args.size % 2:
         print("mvtools show: error: --panel-height must be >= 16 and --size an even number >= 8", file=sys.stderr)
         return EXIT_USAGE
+    bad_mask = _mask_problem(args)
+    if bad_mask:
+        print(f"mvtools show: error: {bad_mask}", file=sys.stderr)
+        return EXIT_USAGE
+    also = ("mv",) if args.mask in ("mgm", "warped") else ()
     frames = args.frames or slice(0, show.DEFAULT_FRAMES[kind])
     limit = show.MAX_FRAMES[kind]
     from .storage import is_remote
@@ -497,13 +514,19 @@ def _show(args) -> int:
             keys = open_store(args.source, storage_options=options).keys()
             some = ", ".join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
             raise StoreError(args.source, f"is a store: give the KEY of a video, e.g. {some or '(none complete)'}")
-        clip = show.from_store(args.source, args.key, frames, args.modalities, limit, storage_options=options)
+        clip = show.from_store(args.source, args.key, frames, args.modalities, limit, storage_options=options,
+                               also=also)
     else:
         if args.key:
             print(f"mvtools show: error: KEY {args.key!r} is for a store; {args.source} is not a store folder",
                   file=sys.stderr)
             return EXIT_USAGE
-        clip = show.from_video(args.source, frames, args.modalities, limit, size=args.size)
+        clip = show.from_video(args.source, frames, args.modalities, limit, size=args.size, also=also)
+    if args.mask:
+        if "frames" not in clip.modalities:
+            print("mvtools show: error: --mask draws over the frames: include frames in --modalities", file=sys.stderr)
+            return EXIT_USAGE
+        show.apply_mask(clip, args.mask, args.mask_ratio, args.patch, args.tubelet, args.seed)
     output = args.output or show.default_output(clip.name)
     if clip.truncated:
         print(f"showing the first {len(clip.samples)} frames ({clip.truncated} more asked for: at most {limit} "
@@ -512,6 +535,15 @@ def _show(args) -> int:
     first, last = clip.samples[0]["index"], clip.samples[-1]["index"]
     print(f"wrote {output} ({width}x{height}; frames {first}-{last}; {','.join(clip.modalities)})")
     return EXIT_OK
+
+
+def _mask_problem(args) -> str:
+    """Why the mask options cannot be drawn ("" when they can)."""
+    if args.mask_ratio is not None and not 0 < args.mask_ratio < 1:
+        return f"--mask-ratio must lie in (0, 1), got {args.mask_ratio}"
+    if args.patch < 4 or args.patch % 4 or args.tubelet < 1:
+        return "--patch must be a multiple of 4 (the vectors' cells) and --tubelet at least 1"
+    return ""
 
 
 def _migrate(args) -> int:

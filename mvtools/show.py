@@ -9,6 +9,11 @@ atan2(dy, dx) in [0, 360): hue 0 (red) = motion to the right (+x), 90 (yellow-gr
 = left, 270 (violet) = up; value (brightness) = magnitude / max_magnitude. Motion vectors are shown as
 the motion of the content forward in time: FFmpeg's past vector points from a block back to where it
 came from (reference - current), so it is negated; a future vector already points where the block goes.
+
+With a mask (``apply_mask``: ``tube``, ``mgm`` or ``warped``, ``mvtools.masking``), the frames panel shows the tokens
+a masked-video model would hide as grey blocks over the frame: the shown frames are the clip (consecutive tubelets
+of ``tubelet`` shown frames, ``patch`` px tokens over the whole stored frame), so a user can see that MGM's hidden
+region follows the moving objects and a warped mask's visible tokens follow the content.
 """
 
 from __future__ import annotations
@@ -79,6 +84,39 @@ def diverging(values: np.ndarray, limit: float, cmap: str = "RdBu_r") -> np.ndar
     mean = values.mean(axis=-1) if values.ndim == 3 else values
     t = np.clip(mean / max(float(limit), 1e-6), -1, 1) * 0.5 + 0.5
     return (colormaps[cmap](t)[..., :3] * 255).round().astype(np.uint8)
+
+
+def hide(image: np.ndarray, mask: np.ndarray, grey: int = 128, strength: float = 0.75) -> np.ndarray:
+    """(h, w, 3) uint8 with the pixels of ``mask`` (h, w) pulled ``strength`` of the way to ``grey``: hidden tokens
+    as grey blocks through which the frame still shows."""
+    out = np.asarray(image, np.float32).copy()
+    out[mask] = (1 - strength) * out[mask] + strength * grey
+    return np.rint(out).astype(np.uint8)
+
+
+def apply_mask(clip: Clip, kind: str, ratio: float | None = None, patch: int = 16, tubelet: int = 2,
+               seed: int = 0) -> np.ndarray:
+    """Add to every sample its pixel mask (``mask``, (h, w) bool, True where hidden) and a note; returns the token
+    mask (T', H', W'). The shown frames are the clip (``tubelet`` consecutive shown frames per step); ``mgm`` and
+    ``warped`` take the samples' stored vectors (``mv``: past dx, dy, as stored)."""
+    from . import masking
+
+    ratio = masking.RATIOS[kind] if ratio is None else ratio
+    h, w = _frame_shape(clip.samples[0])
+    grid = (-(-len(clip.samples) // tubelet), -(-h // patch), -(-w // patch))
+    rng = np.random.default_rng(seed)
+    if kind == "tube":
+        tokens = masking.make_mask(kind, grid, ratio, rng)
+    else:
+        field = np.stack([np.asarray(s["mv"], np.float32)[..., :2] for s in clip.samples])
+        step = clip.samples[1]["index"] - clip.samples[0]["index"] if len(clip.samples) > 1 else 1
+        tokens = masking.make_mask(kind, grid, ratio, rng, energy=masking.token_energy(field, tubelet, patch),
+                                   displacement=masking.token_displacement(field, tubelet, patch,
+                                                                           frames_per_step=tubelet * step))
+    for i, sample in enumerate(clip.samples):
+        pixels = np.repeat(np.repeat(tokens[i // tubelet], patch, 0), patch, 1)[:h, :w]
+        sample["mask"], sample["mask_note"] = pixels, f"{kind} mask {ratio:.0%}"
+    return tokens
 
 
 # Motion as shown -----------------------------------------------------------------------------------------
@@ -154,10 +192,13 @@ def frame_panels(sample: dict, modalities: Sequence[str], limits: dict[str, floa
     for name in modalities:
         if name == "frames":
             panel = Panel(head + name, np.asarray(sample["frames"]), (w, h))
-            if "mv" in sample:
+            if "mv" in modalities:
                 x, y, u, v = arrow_samples(*forward_motion(sample["mv"], sample["mv_mask"]))
                 gain = 16 / top  # the clip's 99th-percentile motion spans one arrow spacing
                 panel.arrows, panel.note = (x, y, u, v, gain), f"arrows x{gain:.3g}"
+            if "mask" in sample:
+                panel.image = hide(panel.image, sample["mask"])
+                panel.note = " · ".join(n for n in (sample["mask_note"], panel.note) if n)
         elif name in ("mv", "flow"):
             if name == "mv":
                 motion, _ = forward_motion(sample["mv"], sample["mv_mask"])
@@ -294,8 +335,9 @@ def store_modalities(view) -> tuple[str, ...]:
 
 
 def from_store(path: str | os.PathLike, key: str, frames: slice, modalities: Sequence[str] | None,
-               limit: int, storage_options: dict | None = None) -> Clip:
-    """Read video ``key``'s requested frames and modalities (default: every one it holds)."""
+               limit: int, storage_options: dict | None = None, also: Sequence[str] = ()) -> Clip:
+    """Read video ``key``'s requested frames and modalities (default: every one it holds), and the modalities
+    ``also`` needed beyond those shown (``mv`` for a motion-guided mask)."""
     from .store import open_store
 
     path = os.fspath(path)
@@ -306,14 +348,15 @@ def from_store(path: str | os.PathLike, key: str, frames: slice, modalities: Seq
         raise StoreError(path, f"no video {key!r} in the store (it has {some or 'no complete videos'})")
     view = store[key]
     have = store_modalities(view)
-    mods = _check_modalities(modalities, have, lambda m: StoreError(
-        path, f"video {key!r} has no {m!r} array ({HINTS[m]})"))
+    error = lambda m: StoreError(path, f"video {key!r} has no {m!r} array ({HINTS[m]})")  # noqa: E731
+    mods = _check_modalities(modalities, have, error)
+    _check_modalities(also, have, error)
     indices, truncated = frame_range(frames, len(view), limit)
     if not indices:
         raise StoreError(path, f"no frames in {_slice_text(frames)}: video {key!r} has {len(view)}")
     frames = np.asarray(indices)
-    wanted = {"frame_type": frames, **{name: frames for name in set(mods) - {"framediff"}}}
-    if "mv" in mods:
+    wanted = {"frame_type": frames, **{name: frames for name in (set(mods) | set(also)) - {"framediff"}}}
+    if "mv" in wanted:
         wanted["mv_mask"] = frames
     if "framediff" in mods:  # x_t - x_{t-1}: the frames before too
         wanted["frames"] = np.union1d(frames, np.maximum(frames - 1, 0))
@@ -322,7 +365,7 @@ def from_store(path: str | os.PathLike, key: str, frames: slice, modalities: Seq
         previous = columns["frames"][np.searchsorted(wanted["frames"], np.maximum(frames - 1, 0))].astype(np.int16)
         current = columns["frames"][np.searchsorted(wanted["frames"], frames)].astype(np.int16)
         columns["framediff"] = np.where((frames > 0)[:, None, None, None], current - previous, 0).astype(np.int16)
-        if "frames" in mods:
+        if "frames" in (*mods, *also):
             columns["frames"] = columns["frames"][np.searchsorted(wanted["frames"], frames)]
         else:
             del columns["frames"]
@@ -331,7 +374,7 @@ def from_store(path: str | os.PathLike, key: str, frames: slice, modalities: Seq
 
 
 def from_video(path: str | os.PathLike, frames: slice, modalities: Sequence[str] | None, limit: int,
-               size: int = 128) -> Clip:
+               size: int = 128, also: Sequence[str] = ()) -> Clip:
     """Decode a video file and compute, at the stored resolution (short side ``size``), what extraction
     would store for the requested frames only (decoding stops after the last)."""
     from .decode import iter_motion, probe
@@ -358,8 +401,9 @@ def from_video(path: str | os.PathLike, frames: slice, modalities: Sequence[str]
             if f.index in wanted:
                 computed = {"frames": f.frame, "mv": f.mv, "residual": f.residual,
                             "framediff": frame_difference(f.frame[None], previous)[0]}
-                sample = {"index": f.index, "frame_type": f.frame_type, **{m: computed[m] for m in mods}}
-                if "mv" in mods:
+                sample = {"index": f.index, "frame_type": f.frame_type,
+                          **{m: computed[m] for m in (*mods, *also)}}
+                if "mv" in sample:
                     sample["mv_mask"] = f.mv_mask
                 samples.append(sample)
             previous = f.frame

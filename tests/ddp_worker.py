@@ -104,7 +104,9 @@ RUNS = [("rgb", "rgb", {"queue": 16}), ("mcd", "mcd", {}), ("maclr", "maclr", {"
         ("fima", "fima", {"queue": 16, "motion_queue": 16}), ("hcml", "hcml", {"instance": 0.5, "queue": 16}),
         ("drifting_weights", "drifting_weights", {"queue": 16}), ("drifting_queue", "drifting_queue", {"queue": 16}),
         # fine-tuning and the linear-SGD protocol run through the same loop
-        ("supervised", "supervised", {"classes": 2}), ("linear_sgd", "supervised", {"classes": 2, "freeze": True})]
+        ("supervised", "supervised", {"classes": 2}), ("linear_sgd", "supervised", {"classes": 2, "freeze": True}),
+        # masked modelling on vit_tiny: tube, motion-guided and warped masks (each rank draws its own samples' masks)
+        ("videomae", "videomae", {}), ("mgm", "mgm", {}), ("mgmae", "videomae", {"mask": "warped"})]
 
 
 def methods(store: str, out_dir: str) -> dict:

@@ -81,13 +81,15 @@ def test_dry_run_lists_and_writes_nothing(tmp_path):
 
 
 def test_startup_imports_no_torch(tmp_path):
-    """extract, info and show (and --help) never load torch: the trainer's commands register lazily."""
+    """extract, info and show (masks included; and --help) never load torch: the trainer's commands register
+    lazily."""
     run("synth", tmp_path / "v", "--videos", 2, "--frames", 8, check_rc=0)
     run("extract", tmp_path / "v", "-o", tmp_path / "s.zarr", "--workers", "0", "--quiet", check_rc=0)
     code = (
         "import sys\nfrom mvtools.cli import main\n"
         f"store = {str(tmp_path / 's.zarr')!r}\n"
-        "for argv in (['info', store, '--json'], ['show', store, 'left__left_0000', '-o', store + '.png']):\n"
+        "for argv in (['info', store, '--json'], ['show', store, 'left__left_0000', '-o', store + '.png'],\n"
+        "             ['show', store, 'left__left_0000', '--mask', 'mgm', '-o', store + '.gif']):\n"
         "    assert main(argv) == 0\n"
         "import mvtools.extract, mvtools.pipeline  # noqa\n"
         "print('torch' in sys.modules)\n"

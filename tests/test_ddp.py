@@ -73,7 +73,8 @@ def runs(synth_store, tmp_path_factory):
 
 
 PAPER_BN = {"rgb": "shuffle", "mcd": "sync", "maclr": "shuffle", "mcl": "shuffle", "mcl_no_order": "shuffle",
-            "fima": "shuffle", "hcml": "sync", "supervised": "local", "linear_sgd": "local"}
+            "fima": "shuffle", "hcml": "sync", "supervised": "local", "linear_sgd": "local", "videomae": "local",
+            "mgm": "local", "mgmae": "local"}
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch
 from trainer.data import ClipDataset, ClipSpec
 from trainer.loop import TrainConfig, TrainError, build_method, load_checkpoint, lr_factor, train
 from trainer.methods import REGISTRY
+
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines" / "train"
 
 
 def config(store, out, **kw) -> TrainConfig:
@@ -151,7 +154,8 @@ def test_store_without_the_methods_modalities_is_refused(mv_only_store, tmp_path
 @pytest.mark.parametrize("name", sorted(n for n in REGISTRY if n != "diverging"))
 def test_gradients_reach_every_trainable_parameter(name, synth_store):
     torch.manual_seed(0)
-    method = REGISTRY[name](backbone="tiny", **({"queue": 16} if name == "rgb" else {}))
+    backbone = TrainConfig.from_yaml(PIPELINES / f"{name}_tiny.yaml").backbone  # tiny, or vit_tiny (masked methods)
+    method = REGISTRY[name](backbone=backbone, **({"queue": 16} if name == "rgb" else {}))
     ds = ClipDataset(synth_store, modalities=method.modalities, views=method.views,
                      spec=ClipSpec(clip_len=4, stride=2, size=32), sampler=method.sampler())
     batch = torch.utils.data.default_collate([ds[i] for i in range(4)])

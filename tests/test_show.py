@@ -178,3 +178,55 @@ def test_cli_on_a_video_file(synth_dir, tmp_path, monkeypatch, capsys):
         assert image.size == (4 * 144, 3 * 116)  # frames, mv, residual, framediff; 192x128 -> 144x96 panels
     assert main(["show", str(video), "KEY"]) == 2 and "is for a store" in capsys.readouterr().err
     assert main(["show", str(video), "--modalities", "flow"]) == 2 and "'flow'" in capsys.readouterr().err
+
+
+def stepping_square_store(path) -> str:
+    """One 64 x 64 video of 8 frames: a 16 px square of vectors (past dx = -8 px: content moving right) one token
+    further right at each tubelet step (frames 2t, 2t + 1 at token (1, t)), no motion elsewhere."""
+    from stores import write_store
+
+    mv = np.zeros((8, 16, 16, 4), np.float16)
+    for f in range(8):
+        t = f // 2
+        mv[f, 4:8, 4 * t:4 * t + 4, 0] = -8.0
+    return write_store(path, {"sq": {"frames": np.full((8, 64, 64, 3), 200, np.uint8), "mv": mv,
+                                     "mv_mask": np.ones((8, 16, 16, 2), bool)}})
+
+
+def test_mgm_mask_is_drawn_where_the_vectors_move(tmp_path):
+    store = stepping_square_store(tmp_path / "sq.zarr")
+    clip = show.from_store(store, "sq", slice(0, 8), ("frames",), limit=32, also=("mv",))
+    assert clip.modalities == ("frames",) and "mv" in clip.samples[0]  # read for the mask, not shown
+    tokens = show.apply_mask(clip, "mgm", 1 / 16)
+    assert tokens.shape == (4, 4, 4) and [list(zip(*np.nonzero(t))) for t in tokens] == [[(1, t)] for t in range(4)]
+    for f, sample in enumerate(clip.samples):
+        expected = np.zeros((64, 64), bool)
+        expected[16:32, 16 * (f // 2):16 * (f // 2) + 16] = True
+        assert np.array_equal(sample["mask"], expected) and sample["mask_note"] == "mgm mask 6%"
+    panel = show.frame_panels(clip.samples[0], clip.modalities, show.scales(clip.samples))[0]
+    assert (panel.image[16:32, 0:16] == np.rint(0.25 * 200 + 0.75 * 128)).all() and (panel.image[:16] == 200).all()
+    tube = show.apply_mask(clip, "tube", 0.75, seed=1)
+    assert all(np.array_equal(tube[0], t) for t in tube) and tube[0].sum() == 12
+
+
+def test_cli_draws_masks_and_refuses_what_cannot_be_drawn(synth_store, tmp_path, capsys):
+    out = tmp_path / "m.gif"
+    assert main(["show", str(synth_store), LEFT, "--mask", "warped", "--frames", "0:8", "-o", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with Image.open(out) as gif:
+        assert gif.n_frames == 8
+    frames_only = tmp_path / "frames.zarr"
+    shutil.copytree(synth_store, frames_only)
+    shutil.rmtree(frames_only / "videos" / LEFT / "mv")
+    assert main(["show", str(frames_only), LEFT, "--mask", "tube", "--modalities", "frames",
+                 "-o", str(tmp_path / "t.png")]) == 0  # a tube mask needs no vectors
+    capsys.readouterr()
+    cases = [([str(frames_only), LEFT, "--mask", "mgm", "--modalities", "frames"], "has no 'mv' array"),
+             ([str(synth_store), LEFT, "--mask", "mgm", "--mask-ratio", "1.5"], "--mask-ratio must lie in (0, 1)"),
+             ([str(synth_store), LEFT, "--mask", "tube", "--modalities", "mv"], "include frames"),
+             ([str(synth_store), LEFT, "--mask", "mgm", "--patch", "6"], "--patch must be a multiple of 4")]
+    for args, message in cases:
+        assert main(["show", *args, "-o", str(tmp_path / "x.png")]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x.png").exists()

@@ -21,7 +21,7 @@ from pathlib import Path
 from mvtools.strict_json import dumps
 
 #: The clip backbones ``--backbone`` offers (``trainer.models.CLIP_BACKBONES``, without importing torch).
-CLIP_BACKBONES = ("tiny", "r2plus1d_18", "r3d_18", "mc3_18", "s3d", "i3d")
+CLIP_BACKBONES = ("tiny", "r2plus1d_18", "r3d_18", "mc3_18", "s3d", "i3d", "vit_tiny", "vit_s16", "vit_b16")
 
 
 def method_names() -> list[str]:
@@ -164,8 +164,10 @@ def add_downstream_parsers(sub) -> None:
         "finetune", help="fine-tune an encoder on a labelled store and test it multi-view",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train the encoder plus dropout and a linear classifier end to end with cross-entropy on\n"
-                    "STORE's train split (SGD with momentum, step or cosine schedule: --config), starting from a\n"
-                    "pretraining run (--checkpoint), a state dict (--init: mvtools export's or torchvision's) or\n"
+                    "STORE's train split (SGD or AdamW, step or cosine schedule; for ViTs VideoMAE's layer-wise lr\n"
+                    "decay, drop path, label smoothing, mixup and cutmix: --config pipelines/finetune/*_vit*.yaml),\n"
+                    "starting from a pretraining run (--checkpoint), a state dict (--init: mvtools export's,\n"
+                    "torchvision's, or a transformers VideoMAE checkpoint's: pytorch_model.bin) or\n"
                     "random weights (--from-scratch, the baseline). Then test on the test split with 10 clips x 3\n"
                     "crops per video, softmax averaged: top1, top5, mean class and per-class accuracy\n"
                     "(RUN_FT/test.json; RUN_FT/confusion.png with --plot). Same loop as mvtools train: resume,\n"
@@ -199,13 +201,19 @@ def add_downstream_parsers(sub) -> None:
     ft.add_argument("--json", action="store_true", help="print the test metrics as one JSON object")
 
     ex = sub.add_parser(
-        "export", help="write a run's encoder as a plain state dict (torchvision's names)",
+        "export", help="write a run's encoder as a plain state dict (torchvision's or transformers' names)",
         description="Write the encoder of RUN/checkpoint.pt (mvtools train or finetune) as a {name: tensor} state "
                     "dict. For r2plus1d_18, r3d_18, mc3_18 and s3d the names and shapes are torchvision's: "
                     "torchvision.models.video.r2plus1d_18().load_state_dict(torch.load(PATH), strict=False) "
-                    "reports only the classifier (fc) missing. mvtools finetune --init PATH reads it back.",
+                    "reports only the classifier (fc) missing; for vit_s16 / vit_b16 those of transformers' "
+                    "VideoMAEModel (use_mean_pooling=False after pretraining, True after fine-tuning). An hcml run "
+                    "exports its appearance backbone, or with --whole the backbone with its motion modules (the "
+                    "network finetune --checkpoint fine-tunes). mvtools finetune --init PATH reads the backbone "
+                    "form back.",
         epilog="exit codes:\n  0  written\n  2  usage error (not a checkpoint)")
     ex.add_argument("--checkpoint", required=True, help="RUN/checkpoint.pt")
+    ex.add_argument("--whole", action="store_true", help="the encoder with what the method embedded in it (HCML's "
+                                                         "motion modules), not only its backbone")
     ex.add_argument("-o", "--out", required=True, metavar="PATH", help="where to write the state dict (.pt)")
     ex.add_argument("--json", action="store_true", help="print what was written as one JSON object")
 
@@ -431,7 +439,7 @@ def run_finetune(args) -> int:
 def run_export(args) -> int:
     from .finetune import export_encoder
 
-    written = export_encoder(args.checkpoint, args.out)
+    written = export_encoder(args.checkpoint, args.out, whole=args.whole)
     if args.json:
         print(dumps(written))
     else:

@@ -41,6 +41,10 @@ from mvtools.store import open_store
 MODALITIES = ("rgb", "mv", "residual", "framediff", "flow", "keyframe")
 ARRAYS = {"rgb": ("frames",), "mv": ("mv",), "residual": ("residual",), "framediff": ("frames",),
           "flow": ("flow",), "keyframe": ("keyframes", "keyframe_index")}
+#: the ``mvtools extract`` flag that stores each array (named when a store lacks one)
+EXTRACT_FLAGS = {"frames": "--modalities frames,...", "mv": "--modalities ...,mv (the default stores it)",
+                 "residual": "--modalities ...,residual", "flow": "--flow dis (or farneback, raft)",
+                 "keyframes": "--modalities ...,keyframes", "keyframe_index": "--modalities ...,keyframes"}
 MEAN, STD = 0.45, 0.225
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 OPEN_VIDEOS = 256  # array handles kept open per process (each holds its metadata)
@@ -464,7 +468,8 @@ class ClipDataset(torch.utils.data.Dataset):
                 group = open_root(self.store_path, self.storage_options)["videos"][self.videos[0].key]
                 have = sorted(name for name, _ in group.arrays())
                 raise DataError(f"{self.store_path}: modality {m!r} needs array {missing[0]!r}, which the store "
-                                f"does not hold (it has {', '.join(have)}); extract with it")
+                                f"does not hold (it has {', '.join(have)}); extract with "
+                                f"{EXTRACT_FLAGS.get(missing[0], 'it')}")
 
     def _process(self) -> None:
         """Per-process state, made anew in each process that reads (a forked worker inherits none of it)."""

@@ -1,7 +1,8 @@
 """Downstream protocols: fine-tuning and the linear-SGD probe, both trained by the loop and tested multi-view.
 
-``finetune``: a pretrained encoder (``--checkpoint`` of ``mvtools train``), an exported or torchvision state dict
-(``--init``) or random weights (``--from-scratch``), then dropout and a linear classifier, trained end to end with
+``finetune``: a pretrained encoder (``--checkpoint`` of ``mvtools train``: the method's encoder whole, HCML's with
+its motion modules), an exported, torchvision or transformers VideoMAE state dict (``--init``) or random weights
+(``--from-scratch``), then dropout and a linear classifier, trained end to end with
 cross-entropy on the store's train split (``trainer.supervised``), then ``evaluate_classifier`` on the test split.
 ``linear_sgd``: the same with the encoder frozen (the linear protocol of MCL and FIMA). Every check (weights
 that fit the backbone, labels, classes of the test split present in train, an existing run) happens before
@@ -23,8 +24,8 @@ from mvtools.strict_json import dumps
 
 from .data import ClipDataset, ClipSpec, DataError, list_videos, split_keys
 from .loop import CHECKPOINT, TrainConfig, TrainError, build_method, load_checkpoint, resumes, train
-from .models import build
 from .multiview import classification_metrics, plot_confusion, video_scores
+from .supervised import build_encoder
 from .weights import checkpoint_encoder, load_encoder, read_state_dict
 
 #: what fine-tuning uses where its recipe is silent (pipelines/finetune/*.yaml cite the papers' values)
@@ -68,21 +69,41 @@ def labelled_split(store: str, storage_options: dict | None) -> tuple[list[str],
     return train_keys, test_keys, sorted({v.label for v in videos})
 
 
+def pretrained_encoder(checkpoint) -> tuple[dict, dict[str, torch.Tensor], dict]:
+    """(the run's config, its encoder's state dict whole, the classifier's ``method_args`` that rebuild that
+    encoder: ``Method.encoder_args``) of an ``mvtools train`` / ``finetune`` checkpoint."""
+    state = load_checkpoint(checkpoint)
+    method = build_method(state["config"])
+    method.load_state_dict(state["model"])
+    encoder = {k: v.detach().clone() for k, v in method.encoder.state_dict().items()}
+    return state["config"], encoder, method.encoder_args()
+
+
 def starting_weights(checkpoint, init, from_scratch: bool, backbone: str | None
-                     ) -> tuple[str, dict, dict | None, str, dict | None]:
+                     ) -> tuple[str, dict, dict | None, str, dict | None, dict]:
     """(backbone, backbone_args, encoder state or None for random, where it came from, the pretraining run's config
-    or None), for exactly one source."""
+    or None, the classifier's encoder arguments), for exactly one source."""
     if sum(map(bool, (checkpoint, init, from_scratch))) != 1:
         raise TrainError("give exactly one of --checkpoint (a pretraining run), --init (a state dict) "
                          "or --from-scratch")
     if checkpoint:
-        config, state = checkpoint_encoder(checkpoint)
+        config, state, encoder_args = pretrained_encoder(checkpoint)
         if backbone and backbone != config["backbone"]:
             raise TrainError(f"{checkpoint} holds a {config['backbone']!r} encoder, but {backbone!r} was asked for "
                              f"(--backbone or the recipe): use a recipe for {config['backbone']} or another checkpoint")
-        return config["backbone"], dict(config["backbone_args"]), state, f"{checkpoint} ({config['method']})", config
+        return (config["backbone"], dict(config["backbone_args"]), state, f"{checkpoint} ({config['method']})", config,
+                encoder_args)
     name = backbone or "tiny"
-    return name, {}, (read_state_dict(init) if init else None), (os.fspath(init) if init else "random weights"), None
+    return (name, {}, (read_state_dict(init) if init else None), (os.fspath(init) if init else "random weights"), None,
+            {})
+
+
+def in_names_of(encoder, state: dict) -> dict:
+    """``state`` in ``encoder``'s names: a ViT takes transformers' VideoMAE state dicts (``ViT.import_state``: the
+    Hub's bias names, the pretraining and classification wrappers, the final norm its mean-pooling form has not);
+    other backbones take a state dict as it is."""
+    convert = getattr(encoder, "import_state", None)
+    return convert(state) if convert is not None else state
 
 
 def finetune(store: str | os.PathLike, out: str | os.PathLike, *, checkpoint=None, init=None, from_scratch=False,
@@ -96,16 +117,18 @@ def finetune(store: str | os.PathLike, out: str | os.PathLike, *, checkpoint=Non
     fields, views = read_recipe(recipe)
     views.update({k: v for k, v in (test_views or {}).items() if v is not None})
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    backbone, backbone_args, state, source, pretrained = starting_weights(
+    backbone, backbone_args, state, source, pretrained, encoder_args = starting_weights(
         checkpoint, init, from_scratch, overrides.get("backbone", fields.get("backbone")))
     clip = {k: pretrained[k] for k in ("clip_len", "stride", "size")} if pretrained else {}
     fields = {**(LINEAR_DEFAULTS if freeze else FINETUNE_DEFAULTS), **clip, **fields, **overrides}
     backbone_args = {**backbone_args, **fields.get("backbone_args", {})}
     if state is not None:  # checked before anything is written
-        load_encoder(build(backbone, 3, **backbone_args), state, source, backbone)
+        encoder = build_encoder(backbone, backbone_args, **encoder_args)
+        state = in_names_of(encoder, state)
+        load_encoder(encoder, state, source, backbone)
     _, _, classes = labelled_split(store, storage_options)
-    method_args = {"dropout": 0.0 if freeze else 0.5, **fields.get("method_args", {}), "classes": len(classes),
-                   "freeze": freeze}
+    method_args = {"dropout": 0.0 if freeze else 0.5, **fields.get("method_args", {}), **encoder_args,
+                   "classes": len(classes), "freeze": freeze}
     fields.update(method="supervised", store=store, out=os.fspath(out), backbone=backbone,
                   backbone_args=backbone_args, method_args=method_args, split="train",
                   storage_options={**fields.get("storage_options", {}), **(storage_options or {})})
@@ -158,19 +181,26 @@ def evaluate_classifier(checkpoint, store, *, clips: int = TEST_CLIPS, crops: in
         raise DataError(f"{store} has {len(classes)} classes; {checkpoint} was trained on "
                         f"{config['method_args']['classes']}")
     spec = ClipSpec(clip_len or config["clip_len"], stride or config["stride"], size or config["size"])
-    data = ClipDataset(store, keys=test_keys, train=False, clips_per_video=clips, crops=crops, spec=spec,
-                       storage_options=storage_options)
+    data = ClipDataset(store, modalities=method.modalities, keys=test_keys, train=False, clips_per_video=clips,
+                       crops=crops, spec=spec, storage_options=storage_options)
     scores, labels = video_scores(method.logits, data, batch_size=batch_size, workers=workers, device=device)
     return {**classification_metrics(scores, labels, data.classes), "views": f"{clips} clips x {crops} crops",
             "clip": {"clip_len": spec.clip_len, "stride": spec.stride, "size": spec.size},
             "backbone": config["backbone"], "step": int(state["step"]), "test_videos": len(test_keys)}
 
 
-def export_encoder(checkpoint, out: str | os.PathLike) -> dict:
-    """Write a checkpoint's encoder as a plain state dict (torchvision's names); returns what was written."""
-    config, state = checkpoint_encoder(checkpoint)
+def export_encoder(checkpoint, out: str | os.PathLike, whole: bool = False) -> dict:
+    """Write a checkpoint's encoder as a plain state dict; returns what was written. By default the backbone in
+    torchvision's (or transformers', for a ViT) names; ``whole``: the encoder with what a method embedded in it
+    (HCML's motion modules: ``backbone.*``, ``motion0.*``, ``levels.*``, for
+    ``trainer.methods.hcml.HierarchicalNet``), as ``finetune --checkpoint`` carries it."""
+    if whole:
+        config, state, encoder_args = pretrained_encoder(checkpoint)
+    else:
+        (config, state), encoder_args = checkpoint_encoder(checkpoint), {}
     tmp = Path(f"{os.fspath(out)}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, out)
-    return {"backbone": config["backbone"], "method": config["method"], "tensors": len(state), "out": os.fspath(out)}
+    return {"backbone": config["backbone"], "method": config["method"], "tensors": len(state), "out": os.fspath(out),
+            "form": "whole" if whole else "backbone", **encoder_args}
 

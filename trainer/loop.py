@@ -86,6 +86,7 @@ class TrainConfig:
     milestones: list = field(default_factory=list)  # fractions of ``steps`` (step schedule)
     gamma: float = 0.1
     weight_decay: float = 0.05
+    betas: list = field(default_factory=lambda: [0.9, 0.999])  # AdamW's
     warmup_steps: int = 10
     clip_grad: float = 5.0  # max gradient norm; 0 disables
     amp: bool = True  # bfloat16 autocast, GPU only
@@ -152,7 +153,10 @@ def build_method(config: TrainConfig | dict) -> Method:
     """The configured method, with its ``bn`` mode set (BN layers made ``SyncBatchNorm`` for "sync")."""
     c = config if isinstance(config, dict) else asdict(config)
     cls = REGISTRY.get(c["method"]) or DOWNSTREAM[c["method"]]
-    method = cls(backbone=c["backbone"], backbone_args=dict(c["backbone_args"]), **dict(c["method_args"]))
+    try:
+        method = cls(backbone=c["backbone"], backbone_args=dict(c["backbone_args"]), **dict(c["method_args"]))
+    except (TypeError, ValueError) as e:  # settings that do not fit the method: a usage error
+        raise TrainError(f"{c['method']}: {e}") from None
     method.bn = c.get("bn") or cls.bn
     if method.bn == "sync":
         convert_sync_batchnorm(method)
@@ -205,13 +209,12 @@ def default_split(store: str, storage_options: dict | None = None) -> str | None
 
 
 def _optimizer(method: Method, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in method.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]  # biases and norms
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = method.param_groups(config.weight_decay)  # the method says what decays and what learns slower
+    for group in groups:
+        group["lr"] = config.lr * group.pop("lr_scale", 1.0)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas))
 
 
 def _to(batch, device):
@@ -365,6 +368,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True, u
     method = build_method(config).to(device)
     split = config.split if config.split is not None else default_split(config.store, config.storage_options)
     spec = ClipSpec(config.clip_len, config.stride, config.size, mv_per_frame=config.mv_per_frame, **config.augment)
+    try:
+        method.encoder.check_input(spec.clip_len, spec.size)
+    except ValueError as e:
+        raise TrainError(f"{config.method} ({config.backbone}): {e}") from None
     dataset = ClipDataset(config.store, modalities=method.modalities, split=split, views=method.views,
                           seed=config.seed, spec=spec, sampler=method.sampler(), storage_options=config.storage_options,
                           on_bad_clip=config.on_bad_clip)

@@ -9,7 +9,8 @@ the width of each stage. Widths and depths are parameters; ``build(name, in_chan
 
 At their defaults ``r3d_18``, ``mc3_18``, ``r2plus1d_18`` and ``s3d`` have ``torchvision.models.video``'s
 state-dict names and shapes in its order, its classifier aside, and compute its function (checked against
-``tests/data/torchvision_video_models.json``); ``i3d`` has the names of piergiaj/pytorch-i3d.
+``tests/data/torchvision_video_models.json``); ``i3d`` has the names of piergiaj/pytorch-i3d. ``vit_tiny``,
+``vit_s16`` and ``vit_b16`` are video ViTs with Hugging Face transformers' VideoMAE names (``trainer.vit``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return pool(self.forward_features(x))
+
+    def check_input(self, clip_len: int, size: int) -> None:
+        """Raise ``ValueError`` saying why clips of ``clip_len`` frames x ``size`` px cannot be encoded (a ViT's
+        tubelet must divide them); convolutional backbones take any size."""
 
 
 def scaled(widths: Sequence[int], factor: float) -> list[int]:
@@ -396,8 +401,16 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "s3d": lambda in_channels=3, **kw: S3D(in_channels, **kw),
     "i3d": lambda in_channels=3, **kw: I3D(in_channels, **kw),
     "resnet18_2d": lambda in_channels=3, **kw: ResNet("2d", in_channels, **kw),
+    **{name: functools.partial(lambda name, in_channels=3, **kw: _vit(name, in_channels, **kw), name)
+       for name in ("vit_tiny", "vit_s16", "vit_b16")},
 }
-CLIP_BACKBONES = ("tiny", "r2plus1d_18", "r3d_18", "mc3_18", "s3d", "i3d")
+CLIP_BACKBONES = ("tiny", "r2plus1d_18", "r3d_18", "mc3_18", "s3d", "i3d", "vit_tiny", "vit_s16", "vit_b16")
+
+
+def _vit(name: str, in_channels: int = 3, **kwargs) -> Backbone:
+    from .vit import build_vit  # trainer.vit builds on Backbone: imported when a ViT is asked for
+
+    return build_vit(name, in_channels, **kwargs)
 
 
 def build(name: str, in_channels: int = 3, **kwargs) -> Backbone:

@@ -23,7 +23,8 @@ from .data import ClipDataset, worker_context
 @torch.no_grad()
 def video_scores(logits_of, dataset: ClipDataset, *, batch_size: int = 16, workers: int = 2,
                  device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(p (V, C): softmax of ``logits_of(rgb)`` averaged over each video's views, labels (V,)) in video order."""
+    """(p (V, C): softmax of ``logits_of(rgb, **other modalities)`` averaged over each video's views, labels (V,)) in
+    video order."""
     context = worker_context(dataset.store_path) if workers else None
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                          multiprocessing_context=context)
@@ -31,7 +32,8 @@ def video_scores(logits_of, dataset: ClipDataset, *, batch_size: int = 16, worke
     counts: dict[int, int] = {}
     labels: dict[int, int] = {}
     for batch in loader:
-        probs = F.softmax(logits_of(batch["views"][0]["rgb"].to(device)).float(), dim=1).cpu()
+        view = {k: v.to(device) for k, v in batch["views"][0].items()}
+        probs = F.softmax(logits_of(view.pop("rgb"), **view).float(), dim=1).cpu()
         for p, video, label in zip(probs, batch["video"].tolist(), batch["label"].tolist()):
             sums[video] = sums.get(video, 0) + p
             counts[video] = counts.get(video, 0) + 1

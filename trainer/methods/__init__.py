@@ -6,7 +6,7 @@ Importing a method's module registers it.
 
 from __future__ import annotations
 
-from . import fima, hcml, maclr, mcd, mcl, rgb  # noqa: F401
+from . import fima, hcml, maclr, mcd, mcl, mgm, rgb, videomae  # noqa: F401
 from .base import REGISTRY, Method, register
 
 __all__ = ["REGISTRY", "Method", "register"]

@@ -33,6 +33,7 @@ class Method(nn.Module):
     ``(dataset, video, rng) -> sample`` when the default independent views do not fit the method.
     ``bn``: how batch statistics are kept from leaking the positive (``trainer.batchnorm``); the class value is
     the paper's choice, a recipe's ``bn`` replaces it per run. Key encoders run through ``keys``.
+    ``param_groups(weight_decay)``: how the optimiser treats each parameter (weight decay, learning-rate scale).
     """
 
     name: ClassVar[str]
@@ -40,6 +41,7 @@ class Method(nn.Module):
     views: ClassVar[int] = 2
     eval_modalities: ClassVar[tuple[str, ...]] = ("rgb",)
     bn: str = "shuffle"
+    no_weight_decay: ClassVar[tuple[str, ...]] = ()  # parameter names (last component) kept out of weight decay
 
     def keys(self, encode, *xs: torch.Tensor):
         """``encode(*xs)`` for a key encoder (no gradients): with Shuffle-BN when the run's ``bn`` is "shuffle"."""
@@ -59,6 +61,16 @@ class Method(nn.Module):
     def after_step(self) -> None:
         pass
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """The optimiser's parameter groups: ``weight_decay`` on weights (2 or more dimensions), none on biases,
+        norms and ``no_weight_decay``; a group's ``lr_scale`` (default 1) multiplies the learning rate, and the
+        loop logs the first group's."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or name.rsplit(".", 1)[-1] in self.no_weight_decay else decay).append(p)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
     def sampler(self) -> Sampler | None:
         return None
 
@@ -66,6 +78,11 @@ class Method(nn.Module):
     def embed(self, view: dict[str, torch.Tensor]) -> torch.Tensor:
         """Features of one evaluation view (B, D): the pooled output of the exported encoder."""
         return self.encoder(view["rgb"])
+
+    def encoder_args(self) -> dict:
+        """The classifier's ``method_args`` (``trainer.supervised``) that rebuild ``encoder`` whole for fine-tuning,
+        beyond its backbone: {} for a plain backbone."""
+        return {}
 
 
 class MomentumEncoder(nn.Module):

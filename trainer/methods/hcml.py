@@ -125,11 +125,15 @@ class HCML(Method):
         super().__init__()
         if level0 not in ("framediff", "mv", "residual"):
             raise ValueError(f"hcml: level0 must be framediff, mv or residual, got {level0!r}")
-        self.level0 = level0
+        self.level0, self.motion_width = level0, motion_width
         self.modalities = ("rgb",) if level0 == "framediff" else ("rgb", level0)
         self.eval_modalities = self.modalities
         self.views = 2 if instance else 1
-        self.net = HierarchicalNet(build(backbone, 3, **(backbone_args or {})), level0, motion_width)
+        appearance = build(backbone, 3, **(backbone_args or {}))
+        if not hasattr(appearance, "stem"):
+            raise ValueError(f"hcml embeds a motion module after every stage of a convolutional backbone; "
+                             f"{backbone!r} has no stages (choose tiny, r2plus1d_18, r3d_18, mc3_18, s3d or i3d)")
+        self.net = HierarchicalNet(appearance, level0, motion_width)
         dims = self.net.motion_dims + [self.net.out_dim]  # the fused output tops the hierarchy
         self.predictors = nn.ModuleList(nn.Conv3d(dims[i + 1], dims[i], 1) for i in range(len(dims) - 1))
         self.temperature, self.positions, self.instance, self.momentum = temperature, positions, instance, momentum
@@ -143,6 +147,10 @@ class HCML(Method):
     @property
     def encoder(self):
         return self.net
+
+    def encoder_args(self) -> dict:
+        """Fine-tuning keeps the motion modules: the paper's network is the backbone with them embedded."""
+        return {"motion_modules": {"level0": self.level0, "motion_width": self.motion_width}}
 
     def level0_input(self, view: dict) -> torch.Tensor | None:
         return None if self.level0 == "framediff" else motion_input(view[self.level0], self.level0)
