@@ -323,6 +323,35 @@ class VideoArrays:
         return self._keyframe_index
 
 
+class ReadOnce:
+    """One sample's view of a video's arrays whose reads are kept: views of the same frames (repeated sampling)
+    fetch and decode them once; a read of several arrays still goes out together (``VideoArrays.read``)."""
+
+    def __init__(self, arrays: VideoArrays):
+        self.arrays = arrays
+        self._kept: dict[tuple[str, bytes], np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> ArrayReader:
+        return self.arrays[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.arrays
+
+    def read(self, wanted: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keys = {name: (name, np.asarray(idx, dtype=np.int64).tobytes()) for name, idx in wanted.items()}
+        missing = {name: idx for name, idx in wanted.items() if keys[name] not in self._kept}
+        if missing:
+            for name, values in self.arrays.read(missing).items():
+                self._kept[keys[name]] = values
+        return {name: self._kept[keys[name]] for name in wanted}
+
+    def anchor_distances(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.arrays.anchor_distances()
+
+    def keyframe_index(self) -> np.ndarray:
+        return self.arrays.keyframe_index()
+
+
 def read_frames(array: zarr.Array | ArrayReader, idx: np.ndarray) -> np.ndarray:
     """``array[idx]`` for frame indices ``idx``, reading only those frames. An ``ArrayReader`` fetches their chunks
     as one range per shard; a zarr array is read as one strided slice over the distinct indices when they are
@@ -338,14 +367,14 @@ def read_frames(array: zarr.Array | ArrayReader, idx: np.ndarray) -> np.ndarray:
     return data[np.searchsorted(distinct, idx)]
 
 
-def _read_arrays(group: zarr.Group | VideoArrays, wanted: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    if isinstance(group, VideoArrays):
+def _read_arrays(group: zarr.Group | VideoArrays | ReadOnce, wanted: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if isinstance(group, (VideoArrays, ReadOnce)):
         return group.read(wanted)
     return {name: read_frames(group[name], idx) for name, idx in wanted.items()}
 
 
-def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalities: Sequence[str], spec: ClipSpec,
-              augment: bool = True) -> dict[str, torch.Tensor]:
+def read_view(group: zarr.Group | VideoArrays | ReadOnce, video: Video, view: View, modalities: Sequence[str],
+              spec: ClipSpec, augment: bool = True) -> dict[str, torch.Tensor]:
     """One view of one video: the requested modalities of frames ``clip_indices(view.start)``, every array's
     frames fetched together."""
     idx = clip_indices(view.start, spec, video.num_frames)
@@ -360,7 +389,7 @@ def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalit
             wanted[name] = idx
     keyframe = None
     if "keyframe" in modalities:
-        kidx = group.keyframe_index() if isinstance(group, VideoArrays) else group["keyframe_index"][:]
+        kidx = group.keyframe_index() if isinstance(group, (VideoArrays, ReadOnce)) else group["keyframe_index"][:]
         keyframe = max(int(np.searchsorted(kidx, lo, side="right")) - 1, 0)
         wanted["keyframes"] = np.array([keyframe])
     arrays = _read_arrays(group, wanted)
@@ -381,7 +410,7 @@ def read_view(group: zarr.Group | VideoArrays, video: Video, view: View, modalit
     if "mv" in modalities:
         mv = arrays["mv"][..., : spec.mv_channels].astype(np.float32)
         if spec.mv_per_frame:
-            past, future = (group.anchor_distances() if isinstance(group, VideoArrays) else
+            past, future = (group.anchor_distances() if isinstance(group, (VideoArrays, ReadOnce)) else
                             anchor_distances(group["frame_type"][:]))
             mv /= np.stack([past[idx], past[idx], future[idx], future[idx]], -1)[:, None, None, : spec.mv_channels]
         mv = scale_vectors(crop_resize(mv, view.box, spec.size // 4, cell=4), view.box, spec.size, view.flip)

@@ -20,7 +20,7 @@ import torch
 
 from mvtools.masking import KINDS, make_mask, token_displacement, token_energy
 
-from .data import random_view, read_view
+from .data import ReadOnce, random_view, read_view
 
 #: elements per output pixel of each motion source: ``mv`` holds 4 x 4-pixel cells, ``flow`` one per pixel
 CELL = {"mv": 4, "flow": 1}
@@ -39,40 +39,6 @@ def clip_mask(kind: str, grid: tuple[int, int, int], ratio: float, rng: np.rando
     displacement = token_displacement(field, tubelet, patch, CELL[source], frames_per_step=tubelet * stride,
                                       backward=source == "mv")
     return make_mask(kind, grid, ratio, rng, displacement=displacement)
-
-
-class ReadOnce:
-    """A video's arrays whose reads are kept, so that views of the same frames read and decode them once: a
-    stand-in for ``ClipDataset.group(video)`` (anything else is passed through to it)."""
-
-    def __init__(self, group):
-        self._group = group
-        self._arrays: dict[str, _KeptReads] = {}
-
-    def __getitem__(self, name: str):
-        if name not in self._arrays:
-            self._arrays[name] = _KeptReads(self._group[name])
-        return self._arrays[name]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._group
-
-    def __getattr__(self, name: str):
-        return getattr(self._group, name)
-
-
-class _KeptReads:
-    def __init__(self, array):
-        self._array, self._reads = array, {}
-
-    def __getitem__(self, key):
-        k = repr(key)  # slices are not hashable before Python 3.12
-        if k not in self._reads:
-            self._reads[k] = self._array[key]
-        return self._reads[k]
-
-    def __getattr__(self, name: str):
-        return getattr(self._array, name)
 
 
 @dataclass(frozen=True)
