@@ -276,7 +276,7 @@ class Helper:
     def _receive(self) -> None:
         try:
             while True:
-                request, answers = pickle.load(self.process.stdout)
+                request, answers = _receive(self.process.stdout)
                 with self._lock:
                     future = self._pending.pop(request)
                 future.set_result(answers)
@@ -287,11 +287,28 @@ class Helper:
                 future.set_exception(StoreError(self.url, "the fetch helper process exited"))
 
 
+class _Messages(pickle.Unpickler):
+    """The helper pipe's messages: plain values, ``Get`` and ``Got``; any other class is refused (nothing on the
+    pipe can name code to run, even if the other end were not this package)."""
+
+    ALLOWED = {("mvtools.fetch", "Get"), ("mvtools.fetch", "Got")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not a fetch message")
+
+
+def _receive(stream):
+    """The next message on a helper pipe (``_Messages``)."""
+    return _Messages(stream).load()
+
+
 def serve(stdin, stdout) -> None:
     """The helper's side: the store's URL and options, then (id, gets) batches, each answered when done."""
     from .storage import _object_store
 
-    url, options = pickle.load(stdin)
+    url, options = _receive(stdin)
     store = _object_store(url, options)
     loop = asyncio.new_event_loop()
     lock = threading.Lock()
@@ -305,7 +322,7 @@ def serve(stdin, stdout) -> None:
     def read() -> None:
         try:
             while True:
-                asyncio.run_coroutine_threadsafe(answer(*pickle.load(stdin)), loop)
+                asyncio.run_coroutine_threadsafe(answer(*_receive(stdin)), loop)
         except (EOFError, OSError, pickle.UnpicklingError):
             loop.call_soon_threadsafe(loop.stop)
 

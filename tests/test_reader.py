@@ -158,3 +158,23 @@ def test_video_view_reads_through_the_same_path(small_shards):
                                                                            previous=view["frames"][9]))
     with pytest.raises(StoreError, match="no array 'depth' .*it has flow, frame_type, frames"):
         view.read("depth", [0])
+
+
+def test_the_fetch_helper_pipe_takes_its_messages_and_nothing_that_names_other_code():
+    """What crosses the pipe to a forked worker's fetch helper is read by an unpickler that allows only ``Get``
+    and ``Got``: a payload naming any other callable (here ``os.getcwd``) is refused, not run."""
+    import io
+    import os
+    import pickle
+
+    from mvtools.fetch import Get, Got, _receive
+
+    message = (7, [Get("videos/a/frames/c/0", 0, 10), Got(b"abc", 3), ("missing", "no such object")])
+    assert _receive(io.BytesIO(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))) == message
+
+    class Payload:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    with pytest.raises(pickle.UnpicklingError, match="posix.getcwd is not a fetch message"):
+        _receive(io.BytesIO(pickle.dumps(Payload())))

@@ -204,7 +204,8 @@ def add_downstream_parsers(sub) -> None:
         "export", help="write a run's encoder as a plain state dict (torchvision's or transformers' names)",
         description="Write the encoder of RUN/checkpoint.pt (mvtools train or finetune) as a {name: tensor} state "
                     "dict. For r2plus1d_18, r3d_18, mc3_18 and s3d the names and shapes are torchvision's: "
-                    "torchvision.models.video.r2plus1d_18().load_state_dict(torch.load(PATH), strict=False) "
+                    "torchvision.models.video.r2plus1d_18().load_state_dict(torch.load(PATH, weights_only=True), "
+                    "strict=False) "
                     "reports only the classifier (fc) missing; for vit_s16 / vit_b16 those of transformers' "
                     "VideoMAEModel (use_mean_pooling=False after pretraining, True after fine-tuning). An hcml run "
                     "exports its appearance backbone, or with --whole the backbone with its motion modules (the "
